@@ -1,0 +1,346 @@
+"""Node settings: one pydantic-settings model, read from YAML, AGORA_* env vars and CLI flags.
+
+Precedence, lowest first: built-in defaults < YAML file (``--config``) < environment
+(``AGORA_<SECTION>__<FIELD>``, e.g. ``AGORA_NODE__LISTEN=0.0.0.0:7000``) < CLI flags.
+Every field has a default and a one-line description; ``agora config schema`` prints them all.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from types import MappingProxyType
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+Role = Literal["teacher", "student"]
+ALL_ROLES: tuple[Role, ...] = ("teacher", "student")
+AlgorithmName = Literal["tripost", "yoda", "social", "tnd", "sft"]
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; the message names the field and the problem."""
+
+
+def _split_host_port(value: str) -> tuple[str, int]:
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"expected HOST:PORT with a port in 0..65535, got {value!r}")
+    return host.strip("[]"), int(port_text)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for localhost and addresses in 127.0.0.0/8 or ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+HostPort = Annotated[str, Field(pattern=r"^\S+:\d{1,5}$")]
+
+
+class Section(BaseModel):
+    # Unknown keys are errors: a typo must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class NodeSection(Section):
+    name: str = Field(
+        "agora-node",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="Node name: shown in logs and cards; the CN of its mTLS certificate.",
+    )
+    listen: HostPort = Field("127.0.0.1:50051", description="gRPC listen address HOST:PORT (port 0 = any free port).")
+    advertise: str = Field("", description="Address peers dial (HOST:PORT); empty = the listen address.")
+    roles: list[Role] = Field(
+        default_factory=lambda: list(ALL_ROLES), description="Roles this node holds: teacher, student or both."
+    )
+    data_dir: Path = Field(Path("agora-data"), description="Directory for the node key, SQLite store and checkpoints.")
+    max_message_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, le=1024**3, description="Largest gRPC message accepted or sent, in bytes."
+    )
+    max_concurrent_rpcs: int = Field(
+        256, ge=1, description="RPCs served at once; more are refused with RESOURCE_EXHAUSTED."
+    )
+    shutdown_grace_s: float = Field(10.0, ge=0, description="On SIGTERM/SIGINT, how long in-flight calls may finish.")
+    drain_notice_s: float = Field(
+        0.5, ge=0, description="On shutdown, how long health reports NOT_SERVING before new calls are refused."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity.")
+    log_format: Literal["human", "json"] = Field(
+        "human", description="Log lines for people (human) or machines (json)."
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_is_host_port(cls, value: str) -> str:
+        _split_host_port(value)
+        return value
+
+    @field_validator("roles")
+    @classmethod
+    def _roles_unique(cls, value: list[Role]) -> list[Role]:
+        if not value:
+            raise ValueError("a node needs at least one role (teacher, student)")
+        return list(dict.fromkeys(value))
+
+
+class ModelSection(Section):
+    source: str = Field(
+        "tiny", description="Model to host: 'tiny' (built from the spec below), a local directory or a hub id."
+    )
+    revision: str = Field("main", description="Hub revision (branch, tag or commit) when source is a hub id.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto, cpu, cuda, cuda:N or mps.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype.")
+    family: Literal["llama", "gpt2"] = Field("llama", description="Tiny model architecture family.")
+    layers: int = Field(4, ge=1, le=64, description="Tiny model: transformer layers.")
+    dim: int = Field(192, ge=8, le=8192, description="Tiny model: hidden size.")
+    heads: int = Field(6, ge=1, le=128, description="Tiny model: attention heads (must divide dim).")
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> ModelSection:
+        if self.dim % self.heads:
+            raise ValueError(f"model.heads ({self.heads}) must divide model.dim ({self.dim})")
+        return self
+
+
+class PeersSection(Section):
+    seeds: list[str] = Field(
+        default_factory=list,
+        description="Peers to join through: HOST:PORT or dns:///NAME:PORT (all addresses it resolves to).",
+    )
+    gossip_interval_s: float = Field(2.0, gt=0, description="Seconds between gossip rounds.")
+    gossip_fanout: int = Field(3, ge=1, description="Peers contacted per gossip round.")
+    ping_interval_s: float = Field(1.0, gt=0, description="Seconds between heartbeats to each peer.")
+    suspect_after_missed: int = Field(3, ge=1, description="Missed heartbeats before a peer is suspect.")
+    dead_after_s: float = Field(15.0, gt=0, description="Seconds without contact before a peer is dead.")
+    forget_after_s: float = Field(300.0, gt=0, description="Seconds without contact before a dead peer is forgotten.")
+    call_timeout_s: float = Field(10.0, gt=0, description="Deadline of an outgoing call to a peer.")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_are_addresses(cls, value: list[str]) -> list[str]:
+        for seed in value:
+            _split_host_port(seed.removeprefix("dns:///"))
+        return value
+
+
+class SecuritySection(Section):
+    insecure: bool = Field(False, description="Plaintext gRPC without mTLS; accepted only when listening on loopback.")
+    ca_cert: Path | None = Field(None, description="Network CA certificate (PEM); default <data_dir>/certs/ca.crt.")
+    cert: Path | None = Field(
+        None, description="This node's certificate (PEM), CN = node.name; default <data_dir>/certs/node.crt."
+    )
+    key: Path | None = Field(
+        None, description="This node's certificate private key (PEM); default <data_dir>/certs/node.key."
+    )
+    allow: list[str] = Field(
+        default_factory=list,
+        description="Peers allowed to call (node ids or certificate names); empty = any holder of a network cert.",
+    )
+    max_clock_skew_s: float = Field(
+        30.0, gt=0, description="Largest accepted difference between a signed timestamp and local time."
+    )
+    replay_cache_size: int = Field(100_000, ge=100, description="Nonces remembered to refuse replayed requests.")
+    rate_limit_per_s: float = Field(
+        20.0, gt=0, description="Requests per second allowed per peer (token bucket refill)."
+    )
+    rate_limit_burst: int = Field(40, ge=1, description="Requests a peer may send at once (token bucket size).")
+
+    def tls_files(self, data_dir: Path) -> tuple[Path, Path, Path]:
+        """(ca_cert, cert, key), with unset paths defaulting to <data_dir>/certs/."""
+        certs = data_dir / "certs"
+        return (self.ca_cert or certs / "ca.crt", self.cert or certs / "node.crt", self.key or certs / "node.key")
+
+
+class PrivacySection(Section):
+    epsilon_budget: float = Field(8.0, gt=0, description="Total epsilon this teacher may spend on lessons.")
+    delta: float = Field(1e-6, gt=0, lt=1, description="Delta at which epsilon is accounted.")
+    per_recipient_epsilon: float | None = Field(
+        None, gt=0, description="Optional epsilon cap per student; none = only the total."
+    )
+    canaries_file: Path | None = Field(None, description="File of canary strings that must never leave (one per line).")
+    ngram_block: int = Field(
+        8, ge=2, description="Block lessons sharing a verbatim n-gram this long with a private record."
+    )
+    min_edit_distance: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="Block lessons closer than this normalized Levenshtein distance to a private record.",
+    )
+
+
+class MetricsSection(Section):
+    enabled: bool = Field(True, description="Serve Prometheus metrics over HTTP.")
+    listen: HostPort = Field("127.0.0.1:9464", description="Metrics HTTP address HOST:PORT (port 0 = any free port).")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_is_host_port(cls, value: str) -> str:
+        _split_host_port(value)
+        return value
+
+
+class TeacherSection(Section):
+    tasks: list[str] = Field(default_factory=list, description="Tasks this node teaches.")
+    private_data: dict[str, Path] = Field(
+        default_factory=dict, description="Private examples per task: task name -> JSONL file of {input, output}."
+    )
+    max_batch: int = Field(64, ge=1, description="Largest number of prompts or items accepted in one request.")
+    max_new_tokens: int = Field(128, ge=1, description="Default and cap for generated tokens per continuation.")
+
+
+class StudentSection(Section):
+    task: str = Field("arithmetic", description="Task this node learns.")
+    algorithm: AlgorithmName = Field("tripost", description="Learning algorithm: tripost, yoda, social, tnd or sft.")
+    steps: int = Field(100, ge=1, description="Learning steps to run.")
+    eval_every: int = Field(20, ge=1, description="Evaluate on held-out splits every this many steps.")
+    checkpoint_every: int = Field(20, ge=1, description="Write a checkpoint every this many steps.")
+    seed: int = Field(0, description="Random seed for sampling and data order.")
+
+
+# The YAML file's content for the settings being built; a context variable so that the
+# pydantic-settings source below can read it without global state leaking between nodes.
+_file_data: ContextVar[Mapping[str, Any]] = ContextVar("agora_config_file_data", default=MappingProxyType({}))
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return _file_data.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_file_data.get())
+
+
+class Settings(BaseSettings):
+    """Everything a node can be told. See each section's fields for what they mean."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AGORA_", env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
+    )
+
+    node: NodeSection = Field(default_factory=NodeSection, description="Identity, addresses and server limits.")
+    model: ModelSection = Field(default_factory=ModelSection, description="The causal LM this node hosts.")
+    peers: PeersSection = Field(default_factory=PeersSection, description="How the node finds and watches peers.")
+    security: SecuritySection = Field(
+        default_factory=SecuritySection, description="mTLS, allow-list, replay and rate limits."
+    )
+    privacy: PrivacySection = Field(default_factory=PrivacySection, description="DP budget and leakage guard.")
+    metrics: MetricsSection = Field(default_factory=MetricsSection, description="Prometheus metrics endpoint.")
+    teacher: TeacherSection = Field(default_factory=TeacherSection, description="What a teacher node offers.")
+    student: StudentSection = Field(default_factory=StudentSection, description="What a student node learns and how.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # First wins: CLI flags (passed as init kwargs) > environment > YAML file > defaults.
+        return init_settings, env_settings, _YamlFileSource(settings_cls)
+
+    @model_validator(mode="after")
+    def _plaintext_only_on_loopback(self) -> Settings:
+        host, _ = _split_host_port(self.node.listen)
+        if self.security.insecure and not is_loopback_host(host):
+            raise ValueError(
+                f"security.insecure is true but node.listen is {self.node.listen!r}: plaintext gRPC is "
+                "allowed only on loopback addresses (127.0.0.0/8, ::1, localhost); configure "
+                "security.ca_cert, security.cert and security.key for mTLS instead"
+            )
+        return self
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} is not a regular file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path} must hold a mapping of sections (node:, model:, ...), not a {type(data).__name__}"
+        )
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse a ``section.field=value`` CLI override; the value is read as a YAML scalar or list."""
+    key, sep, raw = text.partition("=")
+    if not sep or not re.fullmatch(r"[a-z_]+(\.[a-z_]+)+", key.strip()):
+        raise ConfigError(f"--set expects SECTION.FIELD=VALUE (e.g. node.name=alice), got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def overrides_to_dict(overrides: list[tuple[list[str], Any]]) -> dict[str, Any]:
+    """Turn parsed ``--set`` overrides into the nested mapping Settings accepts."""
+    nested: dict[str, Any] = {}
+    for path, value in overrides:
+        cursor = nested
+        for part in path[:-1]:
+            cursor = cursor.setdefault(part, {})
+        cursor[path[-1]] = value
+    return nested
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    location = ".".join(str(part) for part in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not location:  # a check across sections; its message names the fields
+        return message
+    if error["type"] == "extra_forbidden":
+        return f"{location}: unknown setting (check the spelling; `agora config schema` lists them all)"
+    if error["type"] == "missing":
+        return f"{location}: required"
+    shown = error.get("input")
+    got = f" (got {shown!r})" if shown is not None and not isinstance(shown, dict | list) else ""
+    return f"{location}: {message}{got}"
+
+
+def load_settings(config_file: Path | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Build the effective settings, or raise ConfigError with one readable message."""
+    file_data = _read_yaml(config_file) if config_file is not None else {}
+    token = _file_data.set(file_data)
+    try:
+        return Settings(**dict(overrides or {}))
+    except ValidationError as exc:
+        problems = [_describe(e) for e in exc.errors(include_url=False)]
+        source = f" in {config_file}" if config_file is not None else ""
+        head = f"invalid config{source}: "
+        raise ConfigError(head + problems[0] if len(problems) == 1 else head + "\n  " + "\n  ".join(problems)) from None
+    finally:
+        _file_data.reset(token)
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """Split HOST:PORT (IPv6 hosts may be bracketed); raises ValueError on malformed input."""
+    return _split_host_port(value)

@@ -1,0 +1,168 @@
+"""Server interceptors: RPC metrics, the guard that turns a handler's crash into INTERNAL, and
+the sentence for calls to methods the node does not serve.
+
+Metrics and the guard wrap every method handler (all four streaming shapes) in an async context
+manager around the call, so each concern is a few lines and the wrapping is written once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from grpc import aio
+
+from node.metrics import NodeMetrics
+
+log = logging.getLogger("agora.server")
+
+Context = aio.ServicerContext[Any, Any]
+Handler = grpc.RpcMethodHandler[Any, Any]
+Around = Callable[[Context], AbstractAsyncContextManager[None]]
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]
+
+if TYPE_CHECKING:
+    _ServerInterceptor = aio.ServerInterceptor[Any, Any]
+else:  # not subscriptable at run time
+    _ServerInterceptor = aio.ServerInterceptor
+
+
+def split_method(full_method: str) -> tuple[str, str]:
+    """'/agora.v1.Teacher/Instruct' -> ('agora.v1.Teacher', 'Instruct')."""
+    service, _, method = full_method.lstrip("/").rpartition("/")
+    return service, method
+
+
+def _wrap_behavior(behavior: Callable[..., Any], around: Around) -> Callable[..., Any]:
+    if inspect.isasyncgenfunction(behavior):
+
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            async with around(context):
+                async for response in behavior(request, context):
+                    yield response
+
+        return stream
+
+    async def call(request: Any, context: Context) -> Any:
+        async with around(context):
+            result = behavior(request, context)
+            return await result if inspect.isawaitable(result) else result
+
+    return call
+
+
+def wrap_handler(handler: Handler, around: Around) -> Handler:
+    """The same handler with every call run inside ``around(context)``."""
+    for shape in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+        behavior = getattr(handler, shape)
+        if behavior is not None:
+            return handler._replace(**{shape: _wrap_behavior(behavior, around)})  # type: ignore[attr-defined, no-any-return]
+    return handler
+
+
+class WrappingInterceptor(_ServerInterceptor):
+    """Base for interceptors that run code around every call of the methods the node serves."""
+
+    def around(self, method: str) -> Around:
+        raise NotImplementedError
+
+    async def intercept_service(  # type: ignore[override]  # None = "no such method", as grpc expects
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        return wrap_handler(handler, self.around(handler_call_details.method))
+
+
+class MetricsInterceptor(WrappingInterceptor):
+    """Counts calls by final status and times them (agora_rpc_requests_total, _duration_seconds)."""
+
+    def __init__(self, metrics: NodeMetrics, known_services: set[str]) -> None:
+        self._metrics = metrics
+        self._known = known_services
+
+    def around(self, method: str) -> Around:
+        service, name = split_method(method)
+        if service not in self._known:  # bounded label cardinality whatever callers send
+            service, name = "unknown", "unknown"
+        metrics = self._metrics
+
+        @asynccontextmanager
+        async def observed(context: Context) -> AsyncIterator[None]:
+            started = time.perf_counter()
+            metrics.rpc_in_flight.inc()
+            cancelled = False
+            try:
+                yield
+            except asyncio.CancelledError:
+                cancelled = True
+                raise
+            finally:
+                metrics.rpc_in_flight.dec()
+                code = "CANCELLED" if cancelled else _status_name(context.code())
+                metrics.rpc_requests.labels(service=service, method=name, code=code).inc()
+                metrics.rpc_duration.labels(service=service, method=name).observe(time.perf_counter() - started)
+
+        return observed
+
+
+def _status_name(code: grpc.StatusCode | None) -> str:
+    """The call's final status: what the handler set or aborted with, else OK."""
+    return "OK" if code is None else code.name
+
+
+class ErrorGuardInterceptor(WrappingInterceptor):
+    """An unexpected exception in a handler becomes INTERNAL with a short sentence.
+
+    The traceback goes to the node's log under a reference id that the sentence repeats, so an
+    operator can find it; the caller never sees Python internals, and the server keeps serving.
+    """
+
+    def around(self, method: str) -> Around:
+        @asynccontextmanager
+        async def guarded(context: Context) -> AsyncIterator[None]:
+            try:
+                yield
+            except (aio.AbortError, asyncio.CancelledError):
+                raise
+            except Exception:
+                reference = uuid.uuid4().hex[:12]
+                log.exception("unexpected error in %s (ref %s)", method, reference)
+                await context.abort(
+                    grpc.StatusCode.INTERNAL,
+                    f"internal error while serving {method.lstrip('/')}; the node logged it under ref {reference}",
+                )
+
+        return guarded
+
+
+class UnknownMethodInterceptor(_ServerInterceptor):
+    """Answers calls to methods this node does not serve with UNIMPLEMENTED and a sentence.
+
+    It sits innermost, so that the handler it makes for such calls is wrapped by the others and
+    counted (under service="unknown").
+    """
+
+    def __init__(self, services: list[str]) -> None:
+        self._services = ", ".join(sorted(services))
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        if handler is not None:
+            return handler
+        message = f"{handler_call_details.method.lstrip('/')} is not a method of this node; it serves {self._services}"
+
+        async def unimplemented(request: bytes, context: Context) -> bytes:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
+
+        return grpc.unary_unary_rpc_method_handler(unimplemented)

@@ -1,0 +1,1 @@
+"""Agora tests: unit, integration (real nodes on loopback) and end-to-end."""
