@@ -85,7 +85,13 @@ class Node:
             "plaintext, loopback only" if self.settings.security.insecure else "mTLS",
             metrics_url or "off",
             __version__,
-            extra={"node": node.name, "address": grpc_address, "roles": list(node.roles), "metrics_url": metrics_url},
+            extra={
+                "event": "node_started",
+                "node": node.name,
+                "address": grpc_address,
+                "roles": list(node.roles),
+                "metrics_url": metrics_url,
+            },
         )
         return self.addresses
 
@@ -97,7 +103,10 @@ class Node:
         await self.server.stop(node.shutdown_grace_s, node.drain_notice_s)
         self._stop_metrics()
         log.info(
-            "node %s stopped cleanly after %.2fs", node.name, time.monotonic() - started, extra={"node": node.name}
+            "node %s stopped cleanly after %.2fs",
+            node.name,
+            time.monotonic() - started,
+            extra={"event": "node_stopped", "node": node.name},
         )
 
     def _stop_metrics(self) -> None:

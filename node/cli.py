@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `agora COMMAND --help` for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"agora {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, help="one of:")
 
     run = commands.add_parser(
         "run",
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     config = commands.add_parser(
         "config", help="show the effective config or its schema", description="Inspect configuration."
     )
-    config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
+    config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True, help="one of:")
     show = config_commands.add_parser(
         "show",
         help="print the effective config (defaults < file < environment < --set)",

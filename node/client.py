@@ -47,3 +47,15 @@ def check_health(
                 return HealthResult("SERVICE_UNKNOWN", f"the node does not serve {service!r}")
             return HealthResult("UNREACHABLE", f"{code.name}: {exc.details()}")
     return HealthResult(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+def list_services(
+    address: str, timeout_s: float = 5.0, credentials: grpc.ChannelCredentials | None = None
+) -> list[str]:
+    """Names of the services a node serves, read through server reflection."""
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    channel = grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
+    with channel:
+        grpc.channel_ready_future(channel).result(timeout=timeout_s)
+        return sorted(ProtoReflectionDescriptorDatabase(channel).get_services())

@@ -23,14 +23,13 @@ from node.metrics import NodeMetrics
 
 log = logging.getLogger("agora.server")
 
-Context = aio.ServicerContext[Any, Any]
-Handler = grpc.RpcMethodHandler[Any, Any]
-Around = Callable[[Context], AbstractAsyncContextManager[None]]
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the stubs' generics are not subscriptable at run time
+    Context = aio.ServicerContext[Any, Any]
+    Handler = grpc.RpcMethodHandler[Any, Any]
+    Around = Callable[[Context], AbstractAsyncContextManager[None]]
+    Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]
     _ServerInterceptor = aio.ServerInterceptor[Any, Any]
-else:  # not subscriptable at run time
+else:
     _ServerInterceptor = aio.ServerInterceptor
 
 

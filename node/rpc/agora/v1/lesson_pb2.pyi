@@ -213,7 +213,9 @@ class ExampleSet(_message.Message):
 
     EXAMPLES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def examples(self) -> _containers.RepeatedCompositeFieldContainer[Global___Example]: ...
+    def examples(self) -> _containers.RepeatedCompositeFieldContainer[Global___Example]:
+        """The examples, best first (lowest perplexity under the teacher's model)."""
+
     def __init__(
         self,
         *,
@@ -261,7 +263,9 @@ class DemonstrationSet(_message.Message):
 
     DEMONSTRATIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def demonstrations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Demonstration]: ...
+    def demonstrations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Demonstration]:
+        """One demonstration per requested prompt."""
+
     def __init__(
         self,
         *,
@@ -416,15 +420,25 @@ class Lesson(_message.Message):
         """Lessons this one was derived from (e.g. the critique round before)."""
 
     @_builtins.property
-    def instruction(self) -> Global___Instruction: ...
+    def instruction(self) -> Global___Instruction:
+        """From Teacher.Instruct."""
+
     @_builtins.property
-    def examples(self) -> Global___ExampleSet: ...
+    def examples(self) -> Global___ExampleSet:
+        """From Teacher.Exemplify."""
+
     @_builtins.property
-    def demonstrations(self) -> Global___DemonstrationSet: ...
+    def demonstrations(self) -> Global___DemonstrationSet:
+        """From Teacher.Demonstrate."""
+
     @_builtins.property
-    def feedback(self) -> Global___Feedback: ...
+    def feedback(self) -> Global___Feedback:
+        """From Teacher.Critique."""
+
     @_builtins.property
-    def questions(self) -> Global___QuestionSet: ...
+    def questions(self) -> Global___QuestionSet:
+        """From Teacher.Pose."""
+
     def __init__(
         self,
         *,

@@ -22,12 +22,16 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class HelloRequest(_message.Message):
+    """Peer.Hello request."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENVELOPE_FIELD_NUMBER: _builtins.int
     CARD_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def envelope(self) -> _node_pb2.Envelope: ...
+    def envelope(self) -> _node_pb2.Envelope:
+        """Sender authentication: signed by the caller (requests) or the responder (replies)."""
+
     @_builtins.property
     def card(self) -> _node_pb2.NodeCard:
         """The caller's freshly signed card."""
@@ -48,13 +52,17 @@ Global___HelloRequest: _TypeAlias = HelloRequest  # noqa: Y015
 
 @_typing.final
 class HelloReply(_message.Message):
+    """Peer.Hello reply."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENVELOPE_FIELD_NUMBER: _builtins.int
     CARD_FIELD_NUMBER: _builtins.int
     PEERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def envelope(self) -> _node_pb2.Envelope: ...
+    def envelope(self) -> _node_pb2.Envelope:
+        """Sender authentication: signed by the caller (requests) or the responder (replies)."""
+
     @_builtins.property
     def card(self) -> _node_pb2.NodeCard:
         """The responder's own card."""
@@ -106,13 +114,17 @@ Global___CardDigest: _TypeAlias = CardDigest  # noqa: Y015
 
 @_typing.final
 class GossipRequest(_message.Message):
+    """Peer.Gossip request."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENVELOPE_FIELD_NUMBER: _builtins.int
     DIGESTS_FIELD_NUMBER: _builtins.int
     CARDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def envelope(self) -> _node_pb2.Envelope: ...
+    def envelope(self) -> _node_pb2.Envelope:
+        """Sender authentication: signed by the caller (requests) or the responder (replies)."""
+
     @_builtins.property
     def digests(self) -> _containers.RepeatedCompositeFieldContainer[Global___CardDigest]:
         """One entry per peer the caller knows, itself included."""
@@ -138,13 +150,17 @@ Global___GossipRequest: _TypeAlias = GossipRequest  # noqa: Y015
 
 @_typing.final
 class GossipReply(_message.Message):
+    """Peer.Gossip reply."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENVELOPE_FIELD_NUMBER: _builtins.int
     CARDS_FIELD_NUMBER: _builtins.int
     WANTED_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def envelope(self) -> _node_pb2.Envelope: ...
+    def envelope(self) -> _node_pb2.Envelope:
+        """Sender authentication: signed by the caller (requests) or the responder (replies)."""
+
     @_builtins.property
     def cards(self) -> _containers.RepeatedCompositeFieldContainer[_node_pb2.NodeCard]:
         """Cards the responder holds that are newer than (or missing from) the caller's digest."""
@@ -170,6 +186,8 @@ Global___GossipReply: _TypeAlias = GossipReply  # noqa: Y015
 
 @_typing.final
 class PingRequest(_message.Message):
+    """Peer.Ping request."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENVELOPE_FIELD_NUMBER: _builtins.int
@@ -177,7 +195,9 @@ class PingRequest(_message.Message):
     sequence: _builtins.int
     """Caller's sequence number, echoed back."""
     @_builtins.property
-    def envelope(self) -> _node_pb2.Envelope: ...
+    def envelope(self) -> _node_pb2.Envelope:
+        """Sender authentication: signed by the caller (requests) or the responder (replies)."""
+
     def __init__(
         self,
         *,
@@ -194,6 +214,8 @@ Global___PingRequest: _TypeAlias = PingRequest  # noqa: Y015
 
 @_typing.final
 class PingReply(_message.Message):
+    """Peer.Ping reply."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENVELOPE_FIELD_NUMBER: _builtins.int
@@ -202,7 +224,9 @@ class PingReply(_message.Message):
     sequence: _builtins.int
     """The request's sequence number."""
     @_builtins.property
-    def envelope(self) -> _node_pb2.Envelope: ...
+    def envelope(self) -> _node_pb2.Envelope:
+        """Sender authentication: signed by the caller (requests) or the responder (replies)."""
+
     @_builtins.property
     def load(self) -> _node_pb2.NodeLoad:
         """The responder's load right now."""

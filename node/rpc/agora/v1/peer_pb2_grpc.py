@@ -27,7 +27,8 @@ if _version_not_supported:
 
 
 class PeerStub:
-    """Missing associated documentation comment in .proto file."""
+    """Membership service, served by every node whatever its roles.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -53,7 +54,8 @@ class PeerStub:
 
 
 class PeerServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Membership service, served by every node whatever its roles.
+    """
 
     def Hello(self, request, context):
         """Join the network through a seed (or re-join after a restart): exchange signed cards and
@@ -105,7 +107,8 @@ def add_PeerServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Peer:
-    """Missing associated documentation comment in .proto file."""
+    """Membership service, served by every node whatever its roles.
+    """
 
     @staticmethod
     def Hello(request,

@@ -28,6 +28,8 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class PeerStub:
+    """Membership service, served by every node whatever its roles."""
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
@@ -45,6 +47,8 @@ class PeerStub:
 
 @_typing.type_check_only
 class PeerAsyncStub(PeerStub):
+    """Membership service, served by every node whatever its roles."""
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     Hello: _aio.UnaryUnaryMultiCallable[_peer_pb2.HelloRequest, _peer_pb2.HelloReply]  # type: ignore[assignment]
     """Join the network through a seed (or re-join after a restart): exchange signed cards and
@@ -58,6 +62,8 @@ class PeerAsyncStub(PeerStub):
     """Liveness heartbeat."""
 
 class PeerServicer(metaclass=_abc_1.ABCMeta):
+    """Membership service, served by every node whatever its roles."""
+
     @_abc_1.abstractmethod
     def Hello(
         self,

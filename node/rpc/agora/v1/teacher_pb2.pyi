@@ -65,7 +65,9 @@ class LessonReply(_message.Message):
     ENVELOPE_FIELD_NUMBER: _builtins.int
     LESSON_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def envelope(self) -> _node_pb2.Envelope: ...
+    def envelope(self) -> _node_pb2.Envelope:
+        """Sender authentication: signed by the caller (requests) or the responder (replies)."""
+
     @_builtins.property
     def lesson(self) -> _lesson_pb2.Lesson:
         """The released lesson; its body field matches the method called."""
@@ -86,6 +88,8 @@ Global___LessonReply: _TypeAlias = LessonReply  # noqa: Y015
 
 @_typing.final
 class InstructRequest(_message.Message):
+    """Teacher.Instruct request."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENVELOPE_FIELD_NUMBER: _builtins.int
@@ -96,7 +100,9 @@ class InstructRequest(_message.Message):
     max_tokens: _builtins.int
     """Upper bound on the instruction's length in tokens; 0 = the teacher's default."""
     @_builtins.property
-    def envelope(self) -> _node_pb2.Envelope: ...
+    def envelope(self) -> _node_pb2.Envelope:
+        """Sender authentication: signed by the caller (requests) or the responder (replies)."""
+
     def __init__(
         self,
         *,
@@ -114,6 +120,8 @@ Global___InstructRequest: _TypeAlias = InstructRequest  # noqa: Y015
 
 @_typing.final
 class ExemplifyRequest(_message.Message):
+    """Teacher.Exemplify request."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENVELOPE_FIELD_NUMBER: _builtins.int
@@ -127,7 +135,9 @@ class ExemplifyRequest(_message.Message):
     temperature: _builtins.float
     """Sampling temperature for generation; 0 = the teacher's default."""
     @_builtins.property
-    def envelope(self) -> _node_pb2.Envelope: ...
+    def envelope(self) -> _node_pb2.Envelope:
+        """Sender authentication: signed by the caller (requests) or the responder (replies)."""
+
     def __init__(
         self,
         *,
@@ -190,6 +200,8 @@ Global___SamplingParams: _TypeAlias = SamplingParams  # noqa: Y015
 
 @_typing.final
 class DemonstrateRequest(_message.Message):
+    """Teacher.Demonstrate request."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENVELOPE_FIELD_NUMBER: _builtins.int
@@ -200,7 +212,9 @@ class DemonstrateRequest(_message.Message):
     task: _builtins.str
     """Task (selects the teacher's model and corpus conventions)."""
     @_builtins.property
-    def envelope(self) -> _node_pb2.Envelope: ...
+    def envelope(self) -> _node_pb2.Envelope:
+        """Sender authentication: signed by the caller (requests) or the responder (replies)."""
+
     @_builtins.property
     def prompts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Prompts to continue, e.g. 5-token prefixes of student batches."""
@@ -232,6 +246,8 @@ Global___DemonstrateRequest: _TypeAlias = DemonstrateRequest  # noqa: Y015
 
 @_typing.final
 class CritiqueRequest(_message.Message):
+    """Teacher.Critique request."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENVELOPE_FIELD_NUMBER: _builtins.int
@@ -251,7 +267,9 @@ class CritiqueRequest(_message.Message):
     previous_lesson_id: _builtins.str
     """lesson_id of the previous critique in the same trajectory, if any."""
     @_builtins.property
-    def envelope(self) -> _node_pb2.Envelope: ...
+    def envelope(self) -> _node_pb2.Envelope:
+        """Sender authentication: signed by the caller (requests) or the responder (replies)."""
+
     def __init__(
         self,
         *,
@@ -272,6 +290,8 @@ Global___CritiqueRequest: _TypeAlias = CritiqueRequest  # noqa: Y015
 
 @_typing.final
 class PoseRequest(_message.Message):
+    """Teacher.Pose request."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENVELOPE_FIELD_NUMBER: _builtins.int
@@ -288,7 +308,9 @@ class PoseRequest(_message.Message):
     num_harder_levels: _builtins.int
     """Number of harder levels (H); one question per level."""
     @_builtins.property
-    def envelope(self) -> _node_pb2.Envelope: ...
+    def envelope(self) -> _node_pb2.Envelope:
+        """Sender authentication: signed by the caller (requests) or the responder (replies)."""
+
     def __init__(
         self,
         *,
@@ -334,6 +356,8 @@ Global___ScoreItem: _TypeAlias = ScoreItem  # noqa: Y015
 
 @_typing.final
 class ScoreRequest(_message.Message):
+    """Teacher.Score request."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENVELOPE_FIELD_NUMBER: _builtins.int
@@ -345,7 +369,9 @@ class ScoreRequest(_message.Message):
     kind: Global___ScoreKind.ValueType
     """Which reward to compute."""
     @_builtins.property
-    def envelope(self) -> _node_pb2.Envelope: ...
+    def envelope(self) -> _node_pb2.Envelope:
+        """Sender authentication: signed by the caller (requests) or the responder (replies)."""
+
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScoreItem]:
         """Texts to score, scored independently."""
@@ -368,12 +394,16 @@ Global___ScoreRequest: _TypeAlias = ScoreRequest  # noqa: Y015
 
 @_typing.final
 class ScoreReply(_message.Message):
+    """Teacher.Score reply: scores in request order."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENVELOPE_FIELD_NUMBER: _builtins.int
     SCORES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def envelope(self) -> _node_pb2.Envelope: ...
+    def envelope(self) -> _node_pb2.Envelope:
+        """Sender authentication: signed by the caller (requests) or the responder (replies)."""
+
     @_builtins.property
     def scores(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """One score per item, in request order."""

@@ -27,7 +27,8 @@ if _version_not_supported:
 
 
 class TeacherStub:
-    """Missing associated documentation comment in .proto file."""
+    """Served by nodes with the teacher role.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -68,7 +69,8 @@ class TeacherStub:
 
 
 class TeacherServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Served by nodes with the teacher role.
+    """
 
     def Instruct(self, request, context):
         """Social Learning verbal lesson: an instruction written by the teacher's model from its
@@ -156,7 +158,8 @@ def add_TeacherServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Teacher:
-    """Missing associated documentation comment in .proto file."""
+    """Served by nodes with the teacher role.
+    """
 
     @staticmethod
     def Instruct(request,

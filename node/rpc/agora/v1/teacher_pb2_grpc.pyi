@@ -36,6 +36,8 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class TeacherStub:
+    """Served by nodes with the teacher role."""
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
@@ -59,6 +61,8 @@ class TeacherStub:
 
 @_typing.type_check_only
 class TeacherAsyncStub(TeacherStub):
+    """Served by nodes with the teacher role."""
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     Instruct: _aio.UnaryUnaryMultiCallable[_teacher_pb2.InstructRequest, _teacher_pb2.LessonReply]  # type: ignore[assignment]
     """Social Learning verbal lesson: an instruction written by the teacher's model from its
@@ -78,6 +82,8 @@ class TeacherAsyncStub(TeacherStub):
     """Rewards: a verifier's score or the TnD age-predictor reward, one per item."""
 
 class TeacherServicer(metaclass=_abc_1.ABCMeta):
+    """Served by nodes with the teacher role."""
+
     @_abc_1.abstractmethod
     def Instruct(
         self,

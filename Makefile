@@ -1,0 +1,49 @@
+# Agora developer commands. Each target sets itself up: the first run creates .venv, installs
+# torch==2.13.0 (the CPU wheel) before anything else, then the project with its dev extras;
+# later runs skip all of that unless pyproject.toml changed.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+TORCH  := torch==2.13.0
+STAMP  := $(VENV)/.agora-installed
+PIP    := $(PY) -m pip --disable-pip-version-check --quiet
+
+.PHONY: help setup demo test lint proto clean
+
+help:
+	@echo "make demo    start a node, show its health and metrics, stop it cleanly"
+	@echo "make test    lint (ruff, mypy) and run the test suite"
+	@echo "make lint    ruff and mypy only"
+	@echo "make proto   regenerate node/rpc/ from proto/"
+	@echo "make setup   create .venv and install (done by the targets above when needed)"
+	@echo "make clean   remove .venv and caches"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch first and pinned: a bare `torch` requirement would pull a CUDA build (gigabytes).
+$(STAMP): pyproject.toml | $(PY)
+	@echo "==> installing $(TORCH), then agora[dev] into $(VENV) (first run only)"
+	$(PIP) install $(TORCH)
+	$(PIP) install -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(PY) -m node.demo
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+test: lint
+	$(PY) -m pytest
+
+proto: setup
+	$(PY) -m node.protogen
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

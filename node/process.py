@@ -1,0 +1,105 @@
+"""Run `agora run` as a child process and learn where it listens from its JSON startup log line.
+
+Used by `make demo`, by integration tests and (later) by `agora simulate`: each node is a real
+OS process that can be signalled, killed and restarted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class NodeProcessError(RuntimeError):
+    """The node process did not start or stop as expected; the message quotes its log."""
+
+
+@dataclass(frozen=True)
+class StartedNode:
+    """What a node said in its startup line."""
+
+    name: str
+    address: str
+    metrics_url: str | None
+
+
+class NodeProcess:
+    """One `agora run` child process, logging JSON lines to ``log_path``."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.log_path = log_path
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started: StartedNode | None = None
+
+    def start(self, timeout_s: float = 60.0) -> StartedNode:
+        """Spawn the node and wait for its startup line; raise with the log tail on failure."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "node.cli", "run", "--log-format", "json", *self.args]
+        env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
+        with self.log_path.open("wb") as log_file:
+            self.process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            started = self._startup_record()
+            if started is not None:
+                self.started = started
+                return started
+            if self.process.poll() is not None:
+                raise NodeProcessError(
+                    f"node exited with code {self.process.returncode} before serving:\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
+        self.kill()
+        raise NodeProcessError(f"node did not report serving within {timeout_s:.0f}s:\n{self.log_tail()}")
+
+    def _startup_record(self) -> StartedNode | None:
+        for record in self.log_records():
+            if record.get("event") == "node_started":
+                metrics_url = record.get("metrics_url")
+                return StartedNode(
+                    str(record["node"]), str(record["address"]), str(metrics_url) if metrics_url else None
+                )
+        return None
+
+    def log_records(self) -> list[dict[str, object]]:
+        """Every JSON log line written so far (other lines are skipped)."""
+        records = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def terminate(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM, then wait for a graceful exit; returns the exit code."""
+        if self.process is None:
+            raise NodeProcessError("node was never started")
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise NodeProcessError(
+                f"node did not exit within {timeout_s:.0f}s of SIGTERM:\n{self.log_tail()}"
+            ) from None
+
+    def kill(self) -> None:
+        """SIGKILL (fault injection, or cleanup after a failure)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
