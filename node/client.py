@@ -53,9 +53,12 @@ def list_services(
     address: str, timeout_s: float = 5.0, credentials: grpc.ChannelCredentials | None = None
 ) -> list[str]:
     """Names of the services a node serves, read through server reflection."""
-    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
     channel = grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
     with channel:
-        grpc.channel_ready_future(channel).result(timeout=timeout_s)
-        return sorted(ProtoReflectionDescriptorDatabase(channel).get_services())
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        # One request, then half-close, so the stream ends OK rather than cancelled.
+        replies = list(stub.ServerReflectionInfo(iter([request]), timeout=timeout_s))
+    return sorted(service.name for reply in replies for service in reply.list_services_response.service)

@@ -26,7 +26,8 @@ log = logging.getLogger("agora.server")
 if TYPE_CHECKING:  # the stubs' generics are not subscriptable at run time
     Context = aio.ServicerContext[Any, Any]
     Handler = grpc.RpcMethodHandler[Any, Any]
-    Around = Callable[[Context], AbstractAsyncContextManager[None]]
+    # Code run around one call, given its request (an iterator for streaming requests).
+    Around = Callable[[Any, Context], AbstractAsyncContextManager[None]]
     Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]
     _ServerInterceptor = aio.ServerInterceptor[Any, Any]
 else:
@@ -43,14 +44,14 @@ def _wrap_behavior(behavior: Callable[..., Any], around: Around) -> Callable[...
     if inspect.isasyncgenfunction(behavior):
 
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            async with around(context):
+            async with around(request, context):
                 async for response in behavior(request, context):
                     yield response
 
         return stream
 
     async def call(request: Any, context: Context) -> Any:
-        async with around(context):
+        async with around(request, context):
             result = behavior(request, context)
             return await result if inspect.isawaitable(result) else result
 
@@ -58,7 +59,7 @@ def _wrap_behavior(behavior: Callable[..., Any], around: Around) -> Callable[...
 
 
 def wrap_handler(handler: Handler, around: Around) -> Handler:
-    """The same handler with every call run inside ``around(context)``."""
+    """The same handler with every call run inside ``around(request, context)``."""
     for shape in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
         behavior = getattr(handler, shape)
         if behavior is not None:
@@ -95,7 +96,7 @@ class MetricsInterceptor(WrappingInterceptor):
         metrics = self._metrics
 
         @asynccontextmanager
-        async def observed(context: Context) -> AsyncIterator[None]:
+        async def observed(request: Any, context: Context) -> AsyncIterator[None]:
             started = time.perf_counter()
             metrics.rpc_in_flight.inc()
             cancelled = False
@@ -118,16 +119,46 @@ def _status_name(code: grpc.StatusCode | None) -> str:
     return "OK" if code is None else code.name
 
 
-class ErrorGuardInterceptor(WrappingInterceptor):
-    """An unexpected exception in a handler becomes INTERNAL with a short sentence.
+class _Undecodable:
+    """Stands in for a request whose bytes are not a valid message of the method's type."""
 
-    The traceback goes to the node's log under a reference id that the sentence repeats, so an
-    operator can find it; the caller never sees Python internals, and the server keeps serving.
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def _tolerant(decode: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def decode_or_mark(raw: bytes) -> Any:
+        try:
+            return decode(raw)
+        except Exception as exc:  # DecodeError and friends: the caller sent bad bytes
+            return _Undecodable(str(exc) or type(exc).__name__)
+
+    return decode_or_mark
+
+
+class ErrorGuardInterceptor(WrappingInterceptor):
+    """Bad bytes become INVALID_ARGUMENT; an unexpected exception in a handler becomes INTERNAL.
+
+    Without this, grpc answers both with UNKNOWN and the Python exception's class. The traceback
+    goes to the node's log under a reference id that the sentence repeats, so an operator can
+    find it; the caller never sees Python internals, and the server keeps serving.
     """
+
+    async def intercept_service(  # type: ignore[override]  # None = "no such method", as grpc expects
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
+        handler = await super().intercept_service(continuation, handler_call_details)
+        if handler is None or handler.request_deserializer is None or handler.request_streaming:
+            return handler
+        return handler._replace(request_deserializer=_tolerant(handler.request_deserializer))  # type: ignore[attr-defined, no-any-return]
 
     def around(self, method: str) -> Around:
         @asynccontextmanager
-        async def guarded(context: Context) -> AsyncIterator[None]:
+        async def guarded(request: Any, context: Context) -> AsyncIterator[None]:
+            if isinstance(request, _Undecodable):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"malformed request to {method.lstrip('/')}: {request.problem}"
+                )
             try:
                 yield
             except (aio.AbortError, asyncio.CancelledError):
