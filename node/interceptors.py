@@ -85,14 +85,13 @@ class WrappingInterceptor(_ServerInterceptor):
 class MetricsInterceptor(WrappingInterceptor):
     """Counts calls by final status and times them (agora_rpc_requests_total, _duration_seconds)."""
 
-    def __init__(self, metrics: NodeMetrics, known_services: set[str]) -> None:
+    def __init__(self, metrics: NodeMetrics, known_methods: set[str]) -> None:
         self._metrics = metrics
-        self._known = known_services
+        self._known = known_methods  # full paths, "/agora.v1.Teacher/Instruct"
 
     def around(self, method: str) -> Around:
-        service, name = split_method(method)
-        if service not in self._known:  # bounded label cardinality whatever callers send
-            service, name = "unknown", "unknown"
+        # Only methods the node serves get their own labels: callers cannot grow the registry.
+        service, name = split_method(method) if method in self._known else ("unknown", "unknown")
         metrics = self._metrics
 
         @asynccontextmanager

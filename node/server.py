@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,6 +25,12 @@ log = logging.getLogger("agora.server")
 
 # grpc_health's stubs do not describe its asyncio servicer.
 AsyncHealthServicer: Any = health.aio.HealthServicer  # type: ignore[attr-defined]
+
+
+def method_paths(services: list[str]) -> set[str]:
+    """Full method paths ("/pkg.Service/Method") of services whose descriptors are loaded."""
+    pool = descriptor_pool.Default()
+    return {f"/{name}/{method.name}" for name in services for method in pool.FindServiceByName(name).methods}
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,7 @@ class NodeServer:
         limit = self._settings.node.max_message_bytes
         server = aio.server(
             interceptors=[
-                MetricsInterceptor(self._metrics, set(self._known)),
+                MetricsInterceptor(self._metrics, method_paths(self._known)),
                 ErrorGuardInterceptor(),
                 UnknownMethodInterceptor(self._known),
             ],
