@@ -28,7 +28,8 @@ class ConfigError(Exception):
     """A config that cannot be used; the message names the field and the problem."""
 
 
-def _split_host_port(value: str) -> tuple[str, int]:
+def split_host_port(value: str) -> tuple[str, int]:
+    """Split HOST:PORT (IPv6 hosts may be bracketed); ValueError when malformed."""
     host, sep, port_text = value.rpartition(":")
     if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"expected HOST:PORT with a port in 0..65535, got {value!r}")
@@ -85,7 +86,7 @@ class NodeSection(Section):
     @field_validator("listen")
     @classmethod
     def _listen_is_host_port(cls, value: str) -> str:
-        _split_host_port(value)
+        split_host_port(value)
         return value
 
     @field_validator("roles")
@@ -132,7 +133,7 @@ class PeersSection(Section):
     @classmethod
     def _seeds_are_addresses(cls, value: list[str]) -> list[str]:
         for seed in value:
-            _split_host_port(seed.removeprefix("dns:///"))
+            split_host_port(seed.removeprefix("dns:///"))
         return value
 
 
@@ -189,7 +190,7 @@ class MetricsSection(Section):
     @field_validator("listen")
     @classmethod
     def _listen_is_host_port(cls, value: str) -> str:
-        _split_host_port(value)
+        split_host_port(value)
         return value
 
 
@@ -256,7 +257,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _plaintext_only_on_loopback(self) -> Settings:
-        host, _ = _split_host_port(self.node.listen)
+        host, _ = split_host_port(self.node.listen)
         if self.security.insecure and not is_loopback_host(host):
             raise ValueError(
                 f"security.insecure is true but node.listen is {self.node.listen!r}: plaintext gRPC is "
@@ -339,8 +340,3 @@ def load_settings(config_file: Path | None = None, overrides: Mapping[str, Any] 
         raise ConfigError(head + problems[0] if len(problems) == 1 else head + "\n  " + "\n  ".join(problems)) from None
     finally:
         _file_data.reset(token)
-
-
-def split_host_port(value: str) -> tuple[str, int]:
-    """Split HOST:PORT (IPv6 hosts may be bracketed); raises ValueError on malformed input."""
-    return _split_host_port(value)
