@@ -136,20 +136,45 @@ def _tolerant(decode: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
 
 
 class ErrorGuardInterceptor(WrappingInterceptor):
-    """Bad bytes become INVALID_ARGUMENT; an unexpected exception in a handler becomes INTERNAL.
+    """Bad bytes become INVALID_ARGUMENT; an unexpected exception in a handler becomes INTERNAL;
+    a reply over the message limit becomes RESOURCE_EXHAUSTED before it is sent.
 
-    Without this, grpc answers both with UNKNOWN and the Python exception's class. The traceback
-    goes to the node's log under a reference id that the sentence repeats, so an operator can
-    find it; the caller never sees Python internals, and the server keeps serving.
+    Without this, grpc answers the first two with UNKNOWN and the Python exception's class, and
+    the third fails after the handler returned, where metrics would have counted it OK. The
+    traceback goes to the node's log under a reference id that the sentence repeats, so an
+    operator can find it; the caller never sees Python internals, and the server keeps serving.
     """
+
+    def __init__(self, max_reply_bytes: int) -> None:
+        self._max_reply_bytes = max_reply_bytes
 
     async def intercept_service(  # type: ignore[override]  # None = "no such method", as grpc expects
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Handler | None:
         handler = await super().intercept_service(continuation, handler_call_details)
-        if handler is None or handler.request_deserializer is None or handler.request_streaming:
+        if handler is None:
+            return None
+        if handler.unary_unary is not None:
+            handler = handler._replace(unary_unary=self._size_checked(handler.unary_unary, handler_call_details.method))  # type: ignore[attr-defined]
+        if handler.request_deserializer is None or handler.request_streaming:
             return handler
         return handler._replace(request_deserializer=_tolerant(handler.request_deserializer))  # type: ignore[attr-defined, no-any-return]
+
+    def _size_checked(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+        limit = self._max_reply_bytes
+
+        async def call(request: Any, context: Context) -> Any:
+            reply = await behavior(request, context)
+            size = reply.ByteSize() if hasattr(reply, "ByteSize") else len(reply)
+            if size > limit:
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"the reply to {method.lstrip('/')} would be {size} bytes, over this node's limit of "
+                    f"{limit} (node.max_message_bytes)",
+                )
+            return reply
+
+        return call
 
     def around(self, method: str) -> Around:
         @asynccontextmanager

@@ -81,7 +81,7 @@ class NodeServer:
         server = aio.server(
             interceptors=[
                 MetricsInterceptor(self._metrics, method_paths(self._known)),
-                ErrorGuardInterceptor(),
+                ErrorGuardInterceptor(max_reply_bytes=limit),
                 UnknownMethodInterceptor(self._known),
             ],
             options=[

@@ -325,7 +325,11 @@ def test_oversized_reply_is_refused_with_resource_exhausted() -> None:
             assert demonstrate_request(prompt).ByteSize() <= 65536
             error = await rpc_error(demonstrate(channel, prompt))
             assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "node.max_message_bytes" in (error.details() or "")
             assert (await demonstrate(channel, "small")).lesson.task == "arithmetic"
+            # Counted as what the caller saw, not as OK.
+            await eventually(lambda: requests_total(node, TEACHER, "Demonstrate", "RESOURCE_EXHAUSTED") == 1)
+            assert requests_total(node, TEACHER, "Demonstrate", "OK") == 1
 
     run(scenario)
 
