@@ -58,12 +58,17 @@ def _wrap_behavior(behavior: Callable[..., Any], around: Around) -> Callable[...
     return call
 
 
+def _replace(handler: Handler, **fields: Any) -> Handler:
+    """A copy of the handler (a namedtuple at run time) with some fields replaced."""
+    return handler._replace(**fields)  # type: ignore[attr-defined, no-any-return]
+
+
 def wrap_handler(handler: Handler, around: Around) -> Handler:
     """The same handler with every call run inside ``around(request, context)``."""
     for shape in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
         behavior = getattr(handler, shape)
         if behavior is not None:
-            return handler._replace(**{shape: _wrap_behavior(behavior, around)})  # type: ignore[attr-defined, no-any-return]
+            return _replace(handler, **{shape: _wrap_behavior(behavior, around)})
     return handler
 
 
@@ -155,10 +160,11 @@ class ErrorGuardInterceptor(WrappingInterceptor):
         if handler is None:
             return None
         if handler.unary_unary is not None:
-            handler = handler._replace(unary_unary=self._size_checked(handler.unary_unary, handler_call_details.method))  # type: ignore[attr-defined]
+            size_checked = self._size_checked(handler.unary_unary, handler_call_details.method)
+            handler = _replace(handler, unary_unary=size_checked)
         if handler.request_deserializer is None or handler.request_streaming:
             return handler
-        return handler._replace(request_deserializer=_tolerant(handler.request_deserializer))  # type: ignore[attr-defined, no-any-return]
+        return _replace(handler, request_deserializer=_tolerant(handler.request_deserializer))
 
     def _size_checked(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
         limit = self._max_reply_bytes
