@@ -171,7 +171,7 @@ class ErrorGuardInterceptor(WrappingInterceptor):
 
         async def call(request: Any, context: Context) -> Any:
             reply = await behavior(request, context)
-            size = reply.ByteSize() if hasattr(reply, "ByteSize") else len(reply)
+            size = reply.ByteSize() if hasattr(reply, "ByteSize") else len(reply) if isinstance(reply, bytes) else 0
             if size > limit:
                 await context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
