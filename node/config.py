@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 Role = Literal["teacher", "student"]
@@ -46,7 +46,12 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-HostPort = Annotated[str, Field(pattern=r"^\S+:\d{1,5}$")]
+def _host_port(value: str) -> str:
+    split_host_port(value)
+    return value
+
+
+HostPort = Annotated[str, AfterValidator(_host_port)]
 
 
 class Section(BaseModel):
@@ -82,12 +87,6 @@ class NodeSection(Section):
     log_format: Literal["human", "json"] = Field(
         "human", description="Log lines for people (human) or machines (json)."
     )
-
-    @field_validator("listen")
-    @classmethod
-    def _listen_is_host_port(cls, value: str) -> str:
-        split_host_port(value)
-        return value
 
     @field_validator("roles")
     @classmethod
@@ -186,12 +185,6 @@ class PrivacySection(Section):
 class MetricsSection(Section):
     enabled: bool = Field(True, description="Serve Prometheus metrics over HTTP.")
     listen: HostPort = Field("127.0.0.1:9464", description="Metrics HTTP address HOST:PORT (port 0 = any free port).")
-
-    @field_validator("listen")
-    @classmethod
-    def _listen_is_host_port(cls, value: str) -> str:
-        split_host_port(value)
-        return value
 
 
 class TeacherSection(Section):
@@ -323,7 +316,8 @@ def _describe(error: Mapping[str, Any]) -> str:
     if error["type"] == "missing":
         return f"{location}: required"
     shown = error.get("input")
-    got = f" (got {shown!r})" if shown is not None and not isinstance(shown, dict | list) else ""
+    shown_already = shown is None or isinstance(shown, dict | list) or repr(shown) in message
+    got = "" if shown_already else f" (got {shown!r})"
     return f"{location}: {message}{got}"
 
 
