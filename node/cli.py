@@ -3,6 +3,8 @@
     agora run --config node.yaml          start a node
     agora health --address HOST:PORT      exit 0 when a node is SERVING
     agora config show|schema              the effective config, or its JSON schema
+    agora model init|train|eval           build, train and evaluate tiny models
+    agora task list|sample                the task library and its gold rationales
 
 Exit codes: 0 success, 1 the operation failed (node not serving, port taken), 2 bad input
 (usage, invalid config) with one message and no traceback.
@@ -20,17 +22,12 @@ from typing import Any
 
 import yaml
 
-from node import __version__
+from node import __version__, cli_model
+from node.cli_errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from node.config import ConfigError, Settings, load_settings, overrides_to_dict, parse_override
 from node.logs import configure_logging
 
 log = logging.getLogger("agora.cli")
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Bad input on the command line; printed as one line, exit code 2."""
 
 
 def _config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the JSON schema of the config, with every field's default and description",
         description="Print the JSON schema of the whole config.",
     )
+    cli_model.add_commands(commands)
     return parser
 
 
@@ -205,7 +203,7 @@ def _config(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"run": _run, "health": _health, "config": _config}
+    handlers = {"run": _run, "health": _health, "config": _config, "model": cli_model.run, "task": cli_model.run}
     try:
         return handlers[args.command](args)
     except (ConfigError, UsageError) as exc:

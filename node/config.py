@@ -107,6 +107,10 @@ class ModelSection(Section):
     layers: int = Field(4, ge=1, le=64, description="Tiny model: transformer layers.")
     dim: int = Field(192, ge=8, le=8192, description="Tiny model: hidden size.")
     heads: int = Field(6, ge=1, le=128, description="Tiny model: attention heads (must divide dim).")
+    batch_window_ms: float = Field(
+        5.0, ge=0, le=1000, description="Generation requests arriving within this window are batched together."
+    )
+    max_batch_size: int = Field(16, ge=1, le=1024, description="Most prompts generated together in one batch.")
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> ModelSection:

@@ -1,0 +1,133 @@
+"""Supervised fine-tuning on a task's gold rationales, and accuracy by split.
+
+This is how `agora model train` makes a competent tiny teacher: AdamW, linear warm-up then
+cosine decay, batches drawn from a shuffled pool of training problems, and a held-out check
+every `eval_every` steps. One loop, top to bottom, in the manner of nanoGPT.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from node.llm.host import ModelHost
+from node.llm.sampling import SamplingParams
+from node.llm.tokenizer import encode
+from node.llm.training import TrainingExample
+from node.tasks.base import Example, Split, Task
+
+EVAL_SPLITS: tuple[Split, ...] = ("seen", "unseen")
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 3e-3  # peak learning rate; tiny models from scratch like it high
+    min_lr_ratio: float = 0.1  # cosine decay ends at lr * this
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    pool_size: int = 8000  # distinct training problems drawn from the generator
+    eval_every: int = 200  # steps between held-out checks (0 = only at the end)
+    eval_n: int = 64  # problems per split in each check
+    time_limit_s: float | None = None  # stop early (after a final check) once this much time has passed
+    seed: int = 0
+
+
+@dataclass
+class SFTReport:
+    steps: int = 0
+    seconds: float = 0.0
+    last_loss: float = float("nan")
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per check: step, loss, accuracies
+
+    @property
+    def final_accuracy(self) -> dict[str, float]:
+        return {k: v for k, v in self.history[-1].items() if k in EVAL_SPLITS} if self.history else {}
+
+
+def learning_rate(step: int, config: SFTConfig) -> float:
+    """Linear warm-up to `lr`, then cosine decay to `lr * min_lr_ratio` at the last step."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    floor = config.lr * config.min_lr_ratio
+    return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def sft_example(task: Task, example: Example) -> TrainingExample:
+    return TrainingExample(task.prompt(example.question), example.rationale)
+
+
+def accuracy(host: ModelHost, task: Task, examples: Sequence[Example], batch_size: int = 16) -> float:
+    """Fraction of examples whose greedy answer grades correct."""
+    if not examples:
+        return float("nan")
+    correct = 0
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        prompts = [task.prompt(e.question) for e in chunk]
+        params = []
+        for prompt, example in zip(prompts, chunk, strict=True):
+            # Room for the gold rationale and some slack, within the model's context.
+            budget = len(encode(host.tokenizer, example.rationale, add_bos=False)) * 5 // 4 + 8
+            room = host.max_positions - len(encode(host.tokenizer, prompt))
+            params.append(SamplingParams(max_new_tokens=max(1, min(budget, room))))
+        outputs = host.generate_sync(prompts, params)
+        correct += sum(task.grade(e, out.text) for e, out in zip(chunk, outputs, strict=True))
+    return correct / len(examples)
+
+
+def evaluate(
+    host: ModelHost, task: Task, splits: Sequence[Split] = EVAL_SPLITS, n: int = 100, seed: int = 0
+) -> dict[str, float]:
+    """Greedy accuracy on n problems of each split (the same problems for the same seed)."""
+    return {split: accuracy(host, task, task.generate(split, n, seed)) for split in splits}
+
+
+def train_sft(
+    host: ModelHost,
+    task: Task,
+    config: SFTConfig,
+    on_step: Callable[[int, float], None] | None = None,
+    on_eval: Callable[[dict[str, float]], None] | None = None,
+) -> SFTReport:
+    """Fine-tune host's model on gold rationales; returns the loss and accuracy history."""
+    pool = [sft_example(task, e) for e in task.generate("train", config.pool_size, config.seed)]
+    held_out = {split: task.generate(split, config.eval_n, config.seed) for split in EVAL_SPLITS}
+    held_out_loss = [sft_example(task, e) for e in held_out["seen"]]
+    order = random.Random(config.seed)
+    optimizer = host.make_optimizer(config.lr, config.weight_decay)
+    report, started, cursor = SFTReport(), time.monotonic(), len(pool)
+
+    def check(step: int) -> None:
+        row = {"step": float(step), "train_loss": report.last_loss, "seen_loss": host.eval_loss(held_out_loss)}
+        row |= {split: accuracy(host, task, examples) for split, examples in held_out.items()}
+        report.history.append(row)
+        if on_eval is not None:
+            on_eval(row)
+
+    for step in range(config.steps):
+        if cursor + config.batch_size > len(pool):  # a new epoch over the pool, freshly shuffled
+            order.shuffle(pool)
+            cursor = 0
+        batch = pool[cursor : cursor + config.batch_size]
+        cursor += config.batch_size
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config)
+        report.last_loss = host.train_step(batch, optimizer, config.max_grad_norm)
+        report.steps = step + 1
+        if on_step is not None:
+            on_step(report.steps, report.last_loss)
+        out_of_time = config.time_limit_s is not None and time.monotonic() - started > config.time_limit_s
+        if report.steps == config.steps or out_of_time:
+            break
+        if config.eval_every and report.steps % config.eval_every == 0:
+            check(report.steps)
+    check(report.steps)
+    report.seconds = time.monotonic() - started
+    return report

@@ -1,0 +1,117 @@
+"""What every task is: a seeded generator, gold rationales, a step verifier and a grader.
+
+A rationale is a list of lines, each opening with a step label: ``(1)``, ``(3.2)`` …, and a last
+line ``(Final response) So the answer is X.`` (TriPosT's scripted format). The verifier walks the
+lines in order and reports the first wrong one with a reason sentence; a teacher's ``Critique``
+and a TriPosT student build their feedback and improvements from that verdict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+Split = Literal["train", "seen", "unseen"]
+SPLITS: tuple[Split, ...] = ("train", "seen", "unseen")
+TokenizerLevel = Literal["char", "word"]
+
+FINAL_LABEL = "(Final response)"
+ANSWER_PATTERN = re.compile(r"[Tt]he answer is:?\s*(.+?)\.?\s*$", re.MULTILINE)
+STEP_LABEL = re.compile(r"^(\((?:\d+(?:\.\d+)*|Final response)\))")
+
+
+class TaskError(ValueError):
+    """A task that cannot be built or used; the message says why (bad option, bad data file)."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One problem with its gold rationale."""
+
+    question: str  # what the model is asked, e.g. "Q: ((1 + 2) * 3) ="
+    rationale: str  # gold step-by-step answer, lines with step labels, last line the final response
+    answer: str  # canonical final answer, as the grader compares it
+    split: Split
+    meta: Mapping[str, object] = field(default_factory=dict)  # JSON-able facts: depth, length …
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The verifier's judgement of one rationale."""
+
+    correct: bool
+    step: str | None = None  # label of the first wrong step, e.g. "(6)", "(3.1)", "(Final response)"
+    line: int | None = None  # index of that step's line in the rationale (0-based)
+    segment: str | None = None  # the wrong part of the line, quoted in feedback
+    reason: str = "Every step and the final response are correct."  # one sentence
+
+    @property
+    def feedback(self) -> str:
+        """TriPosT's feedback sentence for this verdict."""
+        if self.correct:
+            return "Every step is correct. The final response is also correct."
+        if not self.segment:  # nothing to quote (a missing step): the reason says it all
+            return self.reason
+        where = f"In step {self.step}" if self.step else "In the answer"
+        return f'{where} the part "{self.segment}" is incorrect. {self.reason}'
+
+
+def step_label(line: str) -> str | None:
+    """The step label a rationale line opens with, or None."""
+    match = STEP_LABEL.match(line)
+    return match.group(1) if match else None
+
+
+def held_out(question: str, fraction: float = 0.1) -> bool:
+    """Deterministic train/seen-test partition of in-distribution questions (never both)."""
+    digest = hashlib.sha256(question.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+class Task(ABC):
+    """A task with verifiable answers. Subclasses set the class attributes and fill the methods."""
+
+    name: ClassVar[str]  # registry key, e.g. "arithmetic"
+    summary: ClassVar[str]  # one sentence for `agora task list` and docs
+    tokenizer_level: ClassVar[TokenizerLevel] = "char"  # how a tiny model's tokenizer splits text
+
+    @abstractmethod
+    def generate(self, split: Split, n: int, seed: int = 0) -> list[Example]:
+        """n examples of a split; the same (split, n, seed) always gives the same list."""
+
+    @abstractmethod
+    def verify(self, example: Example, rationale: str) -> Verdict:
+        """Check a rationale step by step against the example; the first wrong step wins."""
+
+    def extract_answer(self, text: str) -> str | None:
+        """The last "the answer is X" in a model's output, or None."""
+        matches = ANSWER_PATTERN.findall(text)
+        return matches[-1].strip() if matches else None
+
+    def grade(self, example: Example, output: str) -> bool:
+        """Whether the output's final answer is the example's answer (exact match)."""
+        return self.extract_answer(output) == example.answer
+
+    def prompt(self, question: str) -> str:
+        """The text a model is conditioned on before it writes its rationale."""
+        return f"{question}\nAnswer: "
+
+    def improve(self, example: Example, rationale: str, verdict: Verdict) -> str:
+        """An improved rationale: the attempt's correct prefix, then the gold steps from the wrong one on."""
+        if verdict.correct:
+            return rationale
+        kept = rationale.splitlines()[: verdict.line or 0]
+        gold = example.rationale.splitlines()
+        return "\n".join(kept + gold[len(kept) :])
+
+    def corpus(self, seed: int = 0, n_per_split: int = 200) -> list[str]:
+        """Texts covering every symbol the task uses: what a tiny model's tokenizer is trained on."""
+        return [
+            self.prompt(example.question) + example.rationale
+            for split in SPLITS
+            for example in self.generate(split, n_per_split, seed)
+        ]
