@@ -9,13 +9,15 @@ TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.agora-installed
 PIP    := $(PY) -m pip --disable-pip-version-check --quiet
 
-.PHONY: help setup demo test lint proto clean
+.PHONY: help setup demo test lint proto bench bench-quick clean
 
 help:
 	@echo "make demo    start a node, show its health and metrics, stop it cleanly"
 	@echo "make test    lint (ruff, mypy) and run the test suite"
 	@echo "make lint    ruff and mypy only"
 	@echo "make proto   regenerate node/rpc/ from proto/"
+	@echo "make bench   run the benchmarks (full mode) and write bench/results/"
+	@echo "make bench-quick   the same, each in its quick mode (<= 3 minutes each)"
 	@echo "make setup   create .venv and install (done by the targets above when needed)"
 	@echo "make clean   remove .venv and caches"
 
@@ -44,6 +46,14 @@ test: lint
 
 proto: setup
 	$(PY) -m node.protogen
+
+BENCHMARKS := serving
+
+bench: setup
+	@for name in $(BENCHMARKS); do $(PY) -m bench.$$name || exit 1; done
+
+bench-quick: setup
+	@for name in $(BENCHMARKS); do $(PY) -m bench.$$name --quick || exit 1; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

@@ -16,7 +16,7 @@ from typing import Any
 
 from node.cli_errors import UsageError
 
-_TINY_DEFAULTS = {"family": "llama", "layers": 4, "dim": 192, "heads": 6, "max_positions": 1024}
+_TINY_DEFAULTS = {"family": "llama", "layers": 4, "dim": 192, "heads": 6, "max_positions": 2048}
 
 
 def _placement_arguments(parser: argparse.ArgumentParser) -> None:
@@ -205,11 +205,16 @@ def _train(args: argparse.Namespace) -> int:
         f"on {task.name} for {config.steps} steps of {config.batch_size}",
         file=sys.stderr,
     )
-    bar = tqdm(total=config.steps, unit="step", file=sys.stderr, dynamic_ncols=True)
+    # A live bar on a terminal; in logs (no TTY) a plain line every 5% of the steps instead.
+    live = sys.stderr.isatty()
+    bar = tqdm(total=config.steps, unit="step", file=sys.stderr, dynamic_ncols=True, disable=not live)
+    every = max(1, config.steps // 20)
 
     def on_step(step: int, loss: float) -> None:
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        if not live and step % every == 0:
+            print(f"step {step}/{config.steps}: loss {loss:.3f}", file=sys.stderr, flush=True)
 
     def on_eval(row: dict[str, float]) -> None:
         accuracies = ", ".join(f"{k} {row[k]:.1%}" for k in ("seen", "unseen"))

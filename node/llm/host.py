@@ -63,9 +63,7 @@ class ModelHost:
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
-    def build(
-        cls, task: Task, spec: TinySpec | None = None, placement: Placement | None = None, seed: int = 0
-    ) -> Self:
+    def build(cls, task: Task, spec: TinySpec | None = None, placement: Placement | None = None, seed: int = 0) -> Self:
         """A random-init tiny model with a tokenizer trained on the task's corpus."""
         placement = placement or resolve_placement("cpu", "float32")
         spec = spec or TinySpec()

@@ -42,7 +42,7 @@ class TinySpec:
     layers: int = 4
     dim: int = 192
     heads: int = 6
-    max_positions: int = 1024  # longest prompt + continuation, in tokens
+    max_positions: int = 2048  # longest prompt + continuation, in tokens (word sorting runs long)
 
     def __post_init__(self) -> None:
         if self.family not in ("llama", "gpt2"):

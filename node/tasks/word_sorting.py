@@ -303,10 +303,10 @@ class WordSortingTask(Task):
         self,
         *,
         min_words: int = 2,
-        max_words: int = 5,
-        unseen_min_words: int = 6,
-        unseen_max_words: int = 8,
-        tie_rate: float = 0.5,
+        max_words: int = 4,
+        unseen_min_words: int = 5,
+        unseen_max_words: int = 6,
+        tie_rate: float = 0.3,
         words: Sequence[str] = WORDS,
     ) -> None:
         sizes = [min_words, max_words, unseen_min_words, unseen_max_words]
