@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from node.cli_errors import UsageError
 
-_TINY_DEFAULTS = {"family": "llama", "layers": 4, "dim": 192, "heads": 6, "max_positions": 2048}
+_TINY_DEFAULTS = {"family": "llama", "layers": 4, "dim": 128, "heads": 4, "max_positions": 2048}
 
 
 def _placement_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,8 +34,8 @@ def _tiny_arguments(parser: argparse.ArgumentParser, note: str) -> None:
     group = parser.add_argument_group(f"tiny model shape{note}")
     group.add_argument("--family", choices=["llama", "gpt2"], default="llama", help="architecture (default llama)")
     group.add_argument("--layers", type=int, default=_TINY_DEFAULTS["layers"], help="transformer layers (default 4)")
-    group.add_argument("--dim", type=int, default=_TINY_DEFAULTS["dim"], help="hidden size (default 192)")
-    group.add_argument("--heads", type=int, default=_TINY_DEFAULTS["heads"], help="attention heads (default 6)")
+    group.add_argument("--dim", type=int, default=_TINY_DEFAULTS["dim"], help="hidden size (default 128)")
+    group.add_argument("--heads", type=int, default=_TINY_DEFAULTS["heads"], help="attention heads (default 4)")
     group.add_argument(
         "--max-positions",
         type=int,
@@ -76,9 +77,9 @@ def add_commands(commands: Any) -> None:
     train.add_argument("--model", metavar="DIR|HUB_ID", help="start from this model (default: the one in --out)")
     train.add_argument("--steps", type=int, default=1000, help="optimizer steps (default 1000)")
     train.add_argument("--batch-size", type=int, default=16, help="examples per step (default 16)")
-    train.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
+    train.add_argument("--lr", type=float, default=5e-3, help="peak learning rate (default 5e-3)")
     train.add_argument("--eval-every", type=int, default=200, help="steps between held-out checks (default 200)")
-    train.add_argument("--eval-n", type=int, default=64, help="problems per split in each check (default 64)")
+    train.add_argument("--eval-n", type=int, default=32, help="problems per split in each check (default 32)")
     train.add_argument("--time-limit", type=float, metavar="MINUTES", help="stop after this many minutes")
     train.add_argument("--seed", type=int, default=0, help="seed for data order (default 0)")
     _placement_arguments(train)
@@ -202,18 +203,20 @@ def _train(args: argparse.Namespace) -> int:
     )
     print(
         f"training {where} ({host.parameter_count / 1e6:.2f}M parameters, {host.placement.describe()}) "
-        f"on {task.name} for {config.steps} steps of {config.batch_size}",
+        f"on {task.name} for {config.steps} steps of {config.batch_size}"
+        + (f" or {args.time_limit:g} minutes, whichever ends first" if args.time_limit else ""),
         file=sys.stderr,
     )
-    # A live bar on a terminal; in logs (no TTY) a plain line every 5% of the steps instead.
+    # A live bar on a terminal; in logs (no TTY) a plain line every 5% of the steps or 30 s instead.
     live = sys.stderr.isatty()
     bar = tqdm(total=config.steps, unit="step", file=sys.stderr, dynamic_ncols=True, disable=not live)
-    every = max(1, config.steps // 20)
+    every, last_line = max(1, config.steps // 20), [time.monotonic()]
 
     def on_step(step: int, loss: float) -> None:
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
-        if not live and step % every == 0:
+        if not live and (step % every == 0 or time.monotonic() - last_line[0] > 30):
+            last_line[0] = time.monotonic()
             print(f"step {step}/{config.steps}: loss {loss:.3f}", file=sys.stderr, flush=True)
 
     def on_eval(row: dict[str, float]) -> None:

@@ -105,8 +105,8 @@ class ModelSection(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype.")
     family: Literal["llama", "gpt2"] = Field("llama", description="Tiny model architecture family.")
     layers: int = Field(4, ge=1, le=64, description="Tiny model: transformer layers.")
-    dim: int = Field(192, ge=8, le=8192, description="Tiny model: hidden size.")
-    heads: int = Field(6, ge=1, le=128, description="Tiny model: attention heads (must divide dim).")
+    dim: int = Field(128, ge=8, le=8192, description="Tiny model: hidden size.")
+    heads: int = Field(4, ge=1, le=128, description="Tiny model: attention heads (must divide dim).")
     batch_window_ms: float = Field(
         5.0, ge=0, le=1000, description="Generation requests arriving within this window are batched together."
     )

@@ -291,3 +291,24 @@ def test_only_target_tokens_are_learned_and_weights_scale_the_loss(host: ModelHo
     base = weighted_lm_loss(logits, batch.labels[:1], batch.weights[:1])
     doubled = weighted_lm_loss(logits, batch.labels[:1], batch.weights[:1] * 2)
     assert torch.allclose(doubled, base * 2)
+
+
+def test_a_plain_hugging_face_directory_loads_with_default_metadata(host: ModelHost, tmp_path: Path) -> None:
+    plain = tmp_path / "hf-model"
+    host.model.save_pretrained(plain)
+    host.tokenizer.save_pretrained(plain)
+    loaded = ModelHost.load(plain, resolve_placement("cpu", "float32"))
+    assert loaded.metadata.task is None and loaded.model_id == "hf-model"
+    text = _prompts(1)[0]
+    assert torch.equal(_logits(loaded, text), _logits(host, text))
+
+
+def test_model_settings_build_or_load_the_model(host: ModelHost, tmp_path: Path) -> None:
+    tiny = loopback_settings(model={"layers": 1, "dim": 32, "heads": 2, "max_batch_size": 4, "batch_window_ms": 1})
+    built = ModelHost.from_settings(tiny.model, TASK)
+    assert built.model_id == "tiny" and built.model.config.num_hidden_layers == 1
+    assert built.batcher.max_batch_size == 4 and built.batcher.window_s == 0.001
+    host.save(tmp_path / "saved")
+    from_dir = loopback_settings(model={"source": str(tmp_path / "saved"), "device": "cpu"})
+    loaded = ModelHost.from_settings(from_dir.model, TASK)
+    assert loaded.model_id == "saved" and loaded.parameter_count == host.parameter_count

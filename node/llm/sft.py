@@ -26,14 +26,14 @@ EVAL_SPLITS: tuple[Split, ...] = ("seen", "unseen")
 class SFTConfig:
     steps: int = 1000
     batch_size: int = 16
-    lr: float = 3e-3  # peak learning rate; tiny models from scratch like it high
+    lr: float = 5e-3  # peak learning rate; tiny models from scratch like it high
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * this
     warmup_steps: int = 50
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     pool_size: int = 8000  # distinct training problems drawn from the generator
     eval_every: int = 200  # steps between held-out checks (0 = only at the end)
-    eval_n: int = 64  # problems per split in each check
+    eval_n: int = 32  # problems per split in each check
     time_limit_s: float | None = None  # stop early (after a final check) once this much time has passed
     seed: int = 0
 
@@ -50,11 +50,17 @@ class SFTReport:
         return {k: v for k, v in self.history[-1].items() if k in EVAL_SPLITS} if self.history else {}
 
 
-def learning_rate(step: int, config: SFTConfig) -> float:
-    """Linear warm-up to `lr`, then cosine decay to `lr * min_lr_ratio` at the last step."""
+def learning_rate(step: int, config: SFTConfig, elapsed_s: float = 0.0) -> float:
+    """Linear warm-up to `lr`, then cosine decay to `lr * min_lr_ratio` at the end of the run.
+
+    The end is the last step, or the time limit if that comes first: a run stopped by the clock
+    still finishes its decay.
+    """
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
     progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    if config.time_limit_s:
+        progress = max(progress, elapsed_s / config.time_limit_s)
     floor = config.lr * config.min_lr_ratio
     return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
@@ -118,7 +124,7 @@ def train_sft(
         batch = pool[cursor : cursor + config.batch_size]
         cursor += config.batch_size
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, config)
+            group["lr"] = learning_rate(step, config, time.monotonic() - started)
         report.last_loss = host.train_step(batch, optimizer, config.max_grad_norm)
         report.steps = step + 1
         if on_step is not None:
