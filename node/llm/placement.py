@@ -1,7 +1,8 @@
 """Where a model runs: resolve `model.device` and `model.dtype` settings into torch objects.
 
-``auto`` picks CUDA, then Apple MPS, then CPU; with several GPUs, ``auto`` lets accelerate's
-device map spread a model that does not fit on one GPU across all of them (and spill to CPU).
+``auto`` picks CUDA, then Apple MPS, then CPU; with several GPUs, ``auto`` loads through
+accelerate's ``sequential`` device map: layers fill GPU 0 first and go on to the next GPU only
+when a model does not fit, so a node outgrows one GPU without new code.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ class Placement:
 
     device: torch.device  # where inputs go (the embedding's device when sharded)
     dtype: torch.dtype
-    device_map: str | None = None  # "auto" to shard across GPUs; None = everything on `device`
+    device_map: str | None = None  # "sequential" to shard across GPUs; None = everything on `device`
 
     def describe(self) -> str:
-        where = f"{torch.cuda.device_count()} GPUs (device_map=auto)" if self.device_map else str(self.device)
+        where = str(self.device)
+        if self.device_map:
+            where = f"{torch.cuda.device_count()} GPUs (device_map={self.device_map})"
         return f"{where}, {str(self.dtype).removeprefix('torch.')}"
 
 
@@ -70,4 +73,4 @@ def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
     """Device, dtype and (with several GPUs and device auto) accelerate's device map."""
     torch_device = resolve_device(device)
     shard = device == "auto" and torch_device.type == "cuda" and torch.cuda.device_count() > 1
-    return Placement(torch_device, resolve_dtype(dtype, torch_device), "auto" if shard else None)
+    return Placement(torch_device, resolve_dtype(dtype, torch_device), "sequential" if shard else None)

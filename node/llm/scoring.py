@@ -56,6 +56,8 @@ def score_batch(
     for context, continuation in zip(contexts, continuations, strict=True):
         head = encode(tokenizer, context)  # starts with BOS, so the first continuation token has a context
         tail = encode(tokenizer, continuation, add_bos=False)
+        if not head:
+            raise ValueError("this tokenizer has no BOS token, so a continuation needs a non-empty context")
         rows.append((head, tail))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     width = max(len(head) + len(tail) for head, tail in rows)

@@ -70,7 +70,7 @@ def encode_batch(
         if example.append_eos and tokenizer.eos_token_id is not None:
             ids.append(tokenizer.eos_token_id)
             labels.append(tokenizer.eos_token_id)
-            weights.append(weights[-1] if weights[-1] else 1.0)
+            weights.append(weights[-1] if weights and weights[-1] else 1.0)
         if len(ids) > max_length:
             truncated += 1
             ids, labels, weights = ids[:max_length], labels[:max_length], weights[:max_length]
