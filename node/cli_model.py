@@ -228,7 +228,13 @@ def _train(args: argparse.Namespace) -> int:
         )
         host.save(args.out, eval=row)
 
-    report = train_sft(host, task, config, on_step, on_eval)
+    try:
+        report = train_sft(host, task, config, on_step, on_eval)
+    except KeyboardInterrupt:  # keep what was learned: Ctrl-C saves before it exits
+        bar.close()
+        host.save(args.out)
+        print(f"interrupted after {host.metadata.train_steps} steps in all; saved to {args.out}", file=sys.stderr)
+        return 130
     bar.close()
     final = report.final_accuracy
     host.save(args.out, eval=report.history[-1], train={"steps": report.steps, "seconds": round(report.seconds, 1)})

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,3 +106,19 @@ def test_jsonl_task_from_a_users_file(tmp_path: Path, capsys: pytest.CaptureFixt
     data.write_text('{"input": "x", "output": "y"}\nnot json\n')
     assert main(["task", "sample", f"jsonl:{data}"]) == 2
     assert "line 2" in capsys.readouterr().err
+
+
+def test_ctrl_c_saves_the_model_before_exiting(tmp_path: Path) -> None:
+    out = tmp_path / "interrupted"
+    command = [sys.executable, "-m", "node.cli", "model", "train", "--task", "arithmetic", "--out", str(out)]
+    command += ["--steps", "100000", "--batch-size", "2", "--eval-every", "2", "--eval-n", "1", *TINY]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:  # wait until training is under way (the first held-out check)
+        if line.startswith("step 2: train loss"):
+            break
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=120)
+    assert process.returncode == 130, rest
+    assert f"saved to {out}" in rest and "Traceback" not in rest
+    assert json.loads((out / METADATA_FILE).read_text())["train_steps"] >= 2
