@@ -42,7 +42,18 @@ from node.tasks.arith_expr import (
     skeleton,
     substitute,
 )
-from node.tasks.base import FINAL_LABEL, SPLITS, Example, Split, Task, TaskError, Verdict, held_out, step_label
+from node.tasks.base import (
+    FINAL_LABEL,
+    SPLITS,
+    Example,
+    Split,
+    Task,
+    TaskError,
+    Verdict,
+    final_response,
+    held_out,
+    step_label,
+)
 
 _LETTERS = "ABCD"
 _DEPTH_OF_LEAVES = {1: 1, 2: 2, 4: 3}
@@ -91,7 +102,7 @@ class _Solution:
 
     def lines(self) -> list[str]:
         head = [self.partition] if self.depth > 1 else []
-        return [*head, *(step.line for step in self.steps), f"{FINAL_LABEL} So the answer is {self.answer}."]
+        return [*head, *(step.line for step in self.steps), final_response(str(self.answer))]
 
 
 def _and(items: list[str]) -> str:

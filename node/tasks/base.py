@@ -60,6 +60,11 @@ class Verdict:
         return f'{where} the part "{self.segment}" is incorrect. {self.reason}'
 
 
+def final_response(answer: str) -> str:
+    """The last line of a gold rationale: ``(Final response) So the answer is X.``"""
+    return f"{FINAL_LABEL} So the answer is {answer}."
+
+
 def step_label(line: str) -> str | None:
     """The step label a rationale line opens with, or None."""
     match = STEP_LABEL.match(line)

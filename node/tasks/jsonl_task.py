@@ -29,13 +29,14 @@ from node.tasks.base import (
     Task,
     TaskError,
     Verdict,
+    final_response,
     held_out,
     step_label,
 )
 
 
 def _rationale(output: str) -> str:
-    return f"{FINAL_LABEL} So the answer is {output}."
+    return final_response(output)
 
 
 class JsonlTask(Task):

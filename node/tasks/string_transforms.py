@@ -35,6 +35,7 @@ from node.tasks.base import (
     Task,
     TaskError,
     Verdict,
+    final_response,
     held_out,
     step_label,
 )
@@ -185,7 +186,7 @@ class StringTransformTask(Task):
                 continue
             steps = self._steps(question)
             assert steps is not None  # the question was made above, so it parses
-            rationale = "\n".join([step.text for step in steps[0]] + [f"{FINAL_LABEL} So the answer is {steps[1]}."])
+            rationale = "\n".join([step.text for step in steps[0]] + [final_response(steps[1])])
             examples.append(
                 Example(question, rationale, steps[1], split, {"kind": kind, "word": word, "length": len(word)})
             )
