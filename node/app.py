@@ -12,9 +12,10 @@ import time
 from dataclasses import dataclass
 
 from node import __version__
-from node.config import Settings, split_host_port
+from node.config import ConfigError, Settings, split_host_port
 from node.metrics import MetricsServer, NodeMetrics
 from node.rpc.agora.v1 import peer_pb2, peer_pb2_grpc, teacher_pb2, teacher_pb2_grpc
+from node.security.identity import IdentityError, NodeIdentity
 from node.server import NodeServer, ServiceBinding, not_built_servicer
 
 log = logging.getLogger("agora.node")
@@ -38,6 +39,7 @@ class Node:
         self.server = NodeServer(settings, self.metrics, self.services())
         self._metrics_server: MetricsServer | None = None
         self.addresses: NodeAddresses | None = None
+        self.identity: NodeIdentity | None = None  # loaded (or made, on first start) by start()
 
     @property
     def model_label(self) -> str:
@@ -56,8 +58,12 @@ class Node:
         ]
 
     async def start(self) -> NodeAddresses:
-        """Start metrics, then gRPC; log one line saying where the node is."""
+        """Load the node's identity, start metrics, then gRPC; log one line saying where the node is."""
         node = self.settings.node
+        try:
+            self.identity = NodeIdentity.load_or_create(node.data_dir)
+        except IdentityError as exc:
+            raise ConfigError(str(exc)) from None
         metrics_url = None
         if self.settings.metrics.enabled:
             host, port = split_host_port(self.settings.metrics.listen)
@@ -78,8 +84,9 @@ class Node:
         grpc_address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.addresses = NodeAddresses(grpc=grpc_address, metrics_url=metrics_url)
         log.info(
-            "node %s listening on %s (roles: %s; %s; metrics: %s; agora %s)",
+            "node %s (id %s…) listening on %s (roles: %s; %s; metrics: %s; agora %s)",
             node.name,
+            self.identity.node_id[:12],
             grpc_address,
             ", ".join(node.roles),
             "plaintext, loopback only" if self.settings.security.insecure else "mTLS",
@@ -88,6 +95,7 @@ class Node:
             extra={
                 "event": "node_started",
                 "node": node.name,
+                "node_id": self.identity.node_id,
                 "address": grpc_address,
                 "roles": list(node.roles),
                 "metrics_url": metrics_url,

@@ -5,6 +5,7 @@
     agora config show|schema              the effective config, or its JSON schema
     agora model init|train|eval           build, train and evaluate tiny models
     agora task list|sample                the task library and its gold rationales
+    agora certs init-ca|issue             the network CA and node certificates (mTLS)
 
 Exit codes: 0 success, 1 the operation failed (node not serving, port taken), 2 bad input
 (usage, invalid config) with one message and no traceback.
@@ -22,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from node import __version__, cli_model
+from node import __version__, cli_certs, cli_model
 from node.cli_errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from node.config import ConfigError, Settings, load_settings, overrides_to_dict, parse_override
 from node.logs import configure_logging
@@ -124,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the JSON schema of the whole config.",
     )
     cli_model.add_commands(commands)
+    cli_certs.add_commands(commands)
     return parser
 
 
@@ -203,7 +205,14 @@ def _config(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"run": _run, "health": _health, "config": _config, "model": cli_model.run, "task": cli_model.run}
+    handlers = {
+        "run": _run,
+        "health": _health,
+        "config": _config,
+        "model": cli_model.run,
+        "task": cli_model.run,
+        "certs": cli_certs.run,
+    }
     try:
         return handlers[args.command](args)
     except (ConfigError, UsageError) as exc:

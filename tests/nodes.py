@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,9 +14,10 @@ from node.config import Settings, load_settings
 
 
 def loopback_settings(**sections: dict[str, Any]) -> Settings:
-    """Plaintext loopback settings on free ports, with the given section overrides merged in."""
+    """Plaintext loopback settings on free ports and a fresh data dir, with section overrides merged in."""
+    data_dir = tempfile.mkdtemp(prefix="agora-test-node-")
     base: dict[str, dict[str, Any]] = {
-        "node": {"listen": "127.0.0.1:0", "drain_notice_s": 0.0},
+        "node": {"listen": "127.0.0.1:0", "drain_notice_s": 0.0, "data_dir": data_dir},
         "metrics": {"listen": "127.0.0.1:0"},
         "security": {"insecure": True},
     }

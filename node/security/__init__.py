@@ -1,7 +1,5 @@
-"""Transport security: mTLS credentials from the node's PEM files, or loopback-only plaintext.
-
-Node identity (Ed25519 keys), certificate issuance and envelope signing join this module with
-the peer-network issue.
+"""Security: mTLS credentials (here), the network CA and node certificates (`certs`), and each
+node's Ed25519 identity (`identity`). Envelope signing joins with the rest of the peer network.
 """
 
 from __future__ import annotations
