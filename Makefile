@@ -47,7 +47,7 @@ test: lint
 proto: setup
 	$(PY) -m node.protogen
 
-BENCHMARKS := serving
+BENCHMARKS := serving network
 
 bench: setup
 	@for name in $(BENCHMARKS); do $(PY) -m bench.$$name || exit 1; done

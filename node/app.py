@@ -12,13 +12,24 @@ import time
 from dataclasses import dataclass
 
 from node import __version__
+from node.client import PeerClient
 from node.config import ConfigError, Settings, split_host_port
 from node.metrics import MetricsServer, NodeMetrics
-from node.rpc.agora.v1 import peer_pb2, peer_pb2_grpc, teacher_pb2, teacher_pb2_grpc
+from node.peers.cards import CardIssuer
+from node.peers.membership import Membership
+from node.peers.service import PeerService
+from node.peers.view import AllowList, PeerView, Timings
+from node.rpc.agora.v1 import node_pb2, peer_pb2_grpc, teacher_pb2, teacher_pb2_grpc
+from node.security import channel_credentials, tls_material
+from node.security.auth import AuthInterceptor
 from node.security.identity import IdentityError, NodeIdentity
 from node.server import NodeServer, ServiceBinding, not_built_servicer
+from node.store import STORE_FILE, Store, StoreError
 
 log = logging.getLogger("agora.node")
+
+ROLE_VALUES = {"teacher": node_pb2.ROLE_TEACHER, "student": node_pb2.ROLE_STUDENT}
+CARD_LOAD_REFRESH_ROUNDS = 10  # a card whose only change is its load is re-issued at most every 10 gossip rounds
 
 
 @dataclass(frozen=True)
@@ -30,40 +41,97 @@ class NodeAddresses:
 
 
 class Node:
-    """One Agora node: gRPC server, metrics endpoint and (with later features) model, store,
-    peers and roles. Subclass and override ``services`` to plug in or fault-inject services."""
+    """One Agora node: identity, store, peer view and membership, gRPC server and metrics (and,
+    with later features, model and roles). Subclass and override ``services`` to plug in or
+    fault-inject services.
+
+    Construction reads the node's key, certificates and store, so a bad data dir or missing TLS
+    file is a ConfigError before anything listens.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        data_dir = settings.node.data_dir
+        try:
+            self.identity = NodeIdentity.load_or_create(data_dir)
+            self.store = Store(data_dir / STORE_FILE)
+        except (IdentityError, StoreError, OSError) as exc:
+            raise ConfigError(f"node.data_dir {data_dir}: {exc}") from None
+        credentials = None if settings.security.insecure else channel_credentials(*tls_material(settings))
         self.metrics = NodeMetrics(model=self.model_label)
-        self.server = NodeServer(settings, self.metrics, self.services())
+        peers = settings.peers
+        self.view = PeerView(
+            self.identity.node_id,
+            Timings(peers.suspect_after_missed, peers.dead_after_s, peers.forget_after_s),
+            AllowList(settings.security.allow),
+        )
+        self.issuer = CardIssuer(
+            self.identity, self.card_content, load_refresh_s=CARD_LOAD_REFRESH_ROUNDS * peers.gossip_interval_s
+        )
+        self.client = PeerClient(settings, self.identity, self.view, self.issuer.current, credentials, self.metrics)
+        self.membership = Membership(
+            settings, self.view, self.client, self.issuer, self.own_load, self.metrics, self.store
+        )
+        self.auth = AuthInterceptor(settings, self.identity, self.view, self.metrics)
+        self.server = NodeServer(settings, self.metrics, self.services(), auth=self.auth)
         self._metrics_server: MetricsServer | None = None
         self.addresses: NodeAddresses | None = None
-        self.identity: NodeIdentity | None = None  # loaded (or made, on first start) by start()
+        self.advertised = ""  # the address in this node's card, known once the server is bound
 
     @property
     def model_label(self) -> str:
         model = self.settings.model
         return f"tiny:{model.family}" if model.source == "tiny" else model.source
 
+    # --- services ------------------------------------------------------------------------------
+
     def services(self) -> list[ServiceBinding]:
-        """The agora.v1 services this node serves. Not yet built: answered UNIMPLEMENTED."""
-        peer = not_built_servicer(peer_pb2_grpc.PeerServicer, peer_pb2.DESCRIPTOR.services_by_name["Peer"])
+        """The agora.v1 services this node serves."""
+        return [self.peer_service(), self.teacher_service()]
+
+    def peer_service(self) -> ServiceBinding:
+        service = PeerService(self.membership)
+        return ServiceBinding("agora.v1.Peer", lambda server: peer_pb2_grpc.add_PeerServicer_to_server(service, server))
+
+    def teacher_service(self) -> ServiceBinding:
+        """Not built yet: every method answers UNIMPLEMENTED with a sentence."""
         teacher = not_built_servicer(
             teacher_pb2_grpc.TeacherServicer, teacher_pb2.DESCRIPTOR.services_by_name["Teacher"]
         )
-        return [
-            ServiceBinding("agora.v1.Peer", lambda s: peer_pb2_grpc.add_PeerServicer_to_server(peer, s)),
-            ServiceBinding("agora.v1.Teacher", lambda s: teacher_pb2_grpc.add_TeacherServicer_to_server(teacher, s)),
-        ]
+        return ServiceBinding("agora.v1.Teacher", lambda s: teacher_pb2_grpc.add_TeacherServicer_to_server(teacher, s))
+
+    # --- the card ------------------------------------------------------------------------------
+
+    def own_load(self) -> node_pb2.NodeLoad:
+        return node_pb2.NodeLoad(in_flight_rpcs=max(self.metrics.in_flight, 0))
+
+    def card_content(self) -> node_pb2.NodeCard:
+        """What this node says of itself; the CardIssuer adds identity, time and signature."""
+        settings, roles = self.settings, self.settings.node.roles
+        return node_pb2.NodeCard(
+            name=settings.node.name,
+            address=self.advertised,
+            roles=[ROLE_VALUES[role] for role in roles],
+            teaches=settings.teacher.tasks if "teacher" in roles else [],
+            learns=[settings.student.task] if "student" in roles else [],
+            model=node_pb2.ModelInfo(id=self.model_label),
+            load=self.own_load(),
+            # The privacy ledger lands with the teacher feature; until then nothing is spent.
+            epsilon_left=settings.privacy.epsilon_budget if "teacher" in roles else 0.0,
+            software_version=__version__,
+        )
+
+    def _advertise(self, port: int) -> str:
+        node = self.settings.node
+        host, advertised_port = split_host_port(node.advertise or node.listen)
+        port = advertised_port if node.advertise and advertised_port else port
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> NodeAddresses:
-        """Load the node's identity, start metrics, then gRPC; log one line saying where the node is."""
+        """Start metrics, then gRPC, then membership; log one line saying where the node is."""
         node = self.settings.node
-        try:
-            self.identity = NodeIdentity.load_or_create(node.data_dir)
-        except IdentityError as exc:
-            raise ConfigError(str(exc)) from None
         metrics_url = None
         if self.settings.metrics.enabled:
             host, port = split_host_port(self.settings.metrics.listen)
@@ -82,14 +150,17 @@ class Node:
             raise
         host, _ = split_host_port(node.listen)
         grpc_address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.advertised = self._advertise(port)
+        await self.membership.start()
         self.addresses = NodeAddresses(grpc=grpc_address, metrics_url=metrics_url)
         log.info(
-            "node %s (id %s…) listening on %s (roles: %s; %s; metrics: %s; agora %s)",
+            "node %s (id %s…) listening on %s (roles: %s; %s; seeds: %s; metrics: %s; agora %s)",
             node.name,
             self.identity.node_id[:12],
             grpc_address,
             ", ".join(node.roles),
             "plaintext, loopback only" if self.settings.security.insecure else "mTLS",
+            ", ".join(self.settings.peers.seeds) or "none",
             metrics_url or "off",
             __version__,
             extra={
@@ -97,6 +168,7 @@ class Node:
                 "node": node.name,
                 "node_id": self.identity.node_id,
                 "address": grpc_address,
+                "advertised": self.advertised,
                 "roles": list(node.roles),
                 "metrics_url": metrics_url,
             },
@@ -104,12 +176,14 @@ class Node:
         return self.addresses
 
     async def stop(self) -> None:
-        """Drain: NOT_SERVING, then let in-flight calls finish within the grace period."""
+        """Drain (NOT_SERVING, in-flight calls finish within the grace period), then stop membership."""
         node = self.settings.node
         started = time.monotonic()
         log.info("node %s draining (grace %.1fs)", node.name, node.shutdown_grace_s, extra={"node": node.name})
         await self.server.stop(node.shutdown_grace_s, node.drain_notice_s)
+        await self.membership.stop()
         self._stop_metrics()
+        self.store.close()
         log.info(
             "node %s stopped cleanly after %.2fs",
             node.name,

@@ -6,6 +6,7 @@
     agora model init|train|eval           build, train and evaluate tiny models
     agora task list|sample                the task library and its gold rationales
     agora certs init-ca|issue             the network CA and node certificates (mTLS)
+    agora peers --config node.yaml        a node's view of its peers
 
 Exit codes: 0 success, 1 the operation failed (node not serving, port taken), 2 bad input
 (usage, invalid config) with one message and no traceback.
@@ -23,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from node import __version__, cli_certs, cli_model
+from node import __version__, cli_certs, cli_model, cli_peers
 from node.cli_errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from node.config import ConfigError, Settings, load_settings, overrides_to_dict, parse_override
 from node.logs import configure_logging
@@ -126,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli_model.add_commands(commands)
     cli_certs.add_commands(commands)
+    cli_peers.add_command(commands, _config_arguments)
     return parser
 
 
@@ -203,6 +205,10 @@ def _config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _peers(args: argparse.Namespace) -> int:
+    return cli_peers.run(args, _settings_from(args))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {
@@ -212,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": cli_model.run,
         "task": cli_model.run,
         "certs": cli_certs.run,
+        "peers": _peers,
     }
     try:
         return handlers[args.command](args)

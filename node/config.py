@@ -46,12 +46,25 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def is_unspecified_host(host: str) -> bool:
+    """True for the wildcard addresses 0.0.0.0 and ::, which a server binds but no peer can dial."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
 def _host_port(value: str) -> str:
     split_host_port(value)
     return value
 
 
 HostPort = Annotated[str, AfterValidator(_host_port)]
+
+
+# A node name (also its certificate's CN) and a node id (hex SHA-256 of its Ed25519 public key).
+NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+NODE_ID = re.compile(r"[0-9a-f]{64}")
 
 
 class Section(BaseModel):
@@ -64,11 +77,13 @@ class NodeSection(Section):
         "agora-node",
         min_length=1,
         max_length=64,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        pattern=rf"^{NODE_NAME.pattern}$",
         description="Node name: shown in logs and cards; the CN of its mTLS certificate.",
     )
     listen: HostPort = Field("127.0.0.1:50051", description="gRPC listen address HOST:PORT (port 0 = any free port).")
-    advertise: str = Field("", description="Address peers dial (HOST:PORT); empty = the listen address.")
+    advertise: str = Field(
+        "", description="Address peers dial (HOST:PORT; port 0 = the bound port); empty = the listen address."
+    )
     roles: list[Role] = Field(
         default_factory=lambda: list(ALL_ROLES), description="Roles this node holds: teacher, student or both."
     )
@@ -87,6 +102,15 @@ class NodeSection(Section):
     log_format: Literal["human", "json"] = Field(
         "human", description="Log lines for people (human) or machines (json)."
     )
+
+    @field_validator("advertise")
+    @classmethod
+    def _advertise_address(cls, value: str) -> str:
+        if value:
+            host, _ = split_host_port(value)
+            if is_unspecified_host(host):
+                raise ValueError(f"{value!r} is a wildcard address; advertise one that peers can dial")
+        return value
 
     @field_validator("roles")
     @classmethod
@@ -127,10 +151,21 @@ class PeersSection(Section):
     gossip_interval_s: float = Field(2.0, gt=0, description="Seconds between gossip rounds.")
     gossip_fanout: int = Field(3, ge=1, description="Peers contacted per gossip round.")
     ping_interval_s: float = Field(1.0, gt=0, description="Seconds between heartbeats to each peer.")
+    ping_timeout_s: float = Field(2.0, gt=0, description="A heartbeat not answered within this many seconds is missed.")
     suspect_after_missed: int = Field(3, ge=1, description="Missed heartbeats before a peer is suspect.")
     dead_after_s: float = Field(15.0, gt=0, description="Seconds without contact before a peer is dead.")
     forget_after_s: float = Field(300.0, gt=0, description="Seconds without contact before a dead peer is forgotten.")
+    rejoin_interval_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds between Hellos to the seeds once joined (heals partitions); while no peer is alive, "
+        "every gossip interval.",
+    )
     call_timeout_s: float = Field(10.0, gt=0, description="Deadline of an outgoing call to a peer.")
+    max_attempts: int = Field(4, ge=1, le=20, description="Tries per call when a peer answers UNAVAILABLE.")
+    retry_backoff_s: float = Field(
+        0.2, gt=0, description="First back-off before a retry; doubles each time (max 5s), with full jitter."
+    )
 
     @field_validator("seeds")
     @classmethod
@@ -138,6 +173,21 @@ class PeersSection(Section):
         for seed in value:
             split_host_port(seed.removeprefix("dns:///"))
         return value
+
+    @model_validator(mode="after")
+    def _timings_are_ordered(self) -> PeersSection:
+        # Suspicion must come before death, and death before forgetting, or a state is skipped.
+        suspect_s = self.ping_interval_s * self.suspect_after_missed
+        if self.dead_after_s <= suspect_s:
+            raise ValueError(
+                f"peers.dead_after_s ({self.dead_after_s:g}) must exceed peers.ping_interval_s x "
+                f"peers.suspect_after_missed ({suspect_s:g}), or peers die before they are suspect"
+            )
+        if self.forget_after_s <= self.dead_after_s:
+            raise ValueError(
+                f"peers.forget_after_s ({self.forget_after_s:g}) must exceed peers.dead_after_s ({self.dead_after_s:g})"
+            )
+        return self
 
 
 class SecuritySection(Section):
@@ -151,7 +201,8 @@ class SecuritySection(Section):
     )
     allow: list[str] = Field(
         default_factory=list,
-        description="Peers allowed to call (node ids or certificate names); empty = any holder of a network cert.",
+        description="The only peers this node accepts calls from and keeps in its view (node ids or certificate "
+        "names); empty = any holder of a network certificate.",
     )
     max_clock_skew_s: float = Field(
         30.0, gt=0, description="Largest accepted difference between a signed timestamp and local time."
@@ -161,6 +212,14 @@ class SecuritySection(Section):
         20.0, gt=0, description="Requests per second allowed per peer (token bucket refill)."
     )
     rate_limit_burst: int = Field(40, ge=1, description="Requests a peer may send at once (token bucket size).")
+
+    @field_validator("allow")
+    @classmethod
+    def _allow_entries(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if not (NODE_ID.fullmatch(entry) or NODE_NAME.fullmatch(entry)):
+                raise ValueError(f"{entry!r} is neither a node id (64 hex digits) nor a node name")
+        return value
 
     def tls_files(self, data_dir: Path) -> tuple[Path, Path, Path]:
         """(ca_cert, cert, key), with unset paths defaulting to <data_dir>/certs/."""
@@ -253,13 +312,18 @@ class Settings(BaseSettings):
         return init_settings, env_settings, _YamlFileSource(settings_cls)
 
     @model_validator(mode="after")
-    def _plaintext_only_on_loopback(self) -> Settings:
+    def _addresses_are_usable(self) -> Settings:
         host, _ = split_host_port(self.node.listen)
         if self.security.insecure and not is_loopback_host(host):
             raise ValueError(
                 f"security.insecure is true but node.listen is {self.node.listen!r}: plaintext gRPC is "
                 "allowed only on loopback addresses (127.0.0.0/8, ::1, localhost); configure "
                 "security.ca_cert, security.cert and security.key for mTLS instead"
+            )
+        if is_unspecified_host(host) and not self.node.advertise:
+            raise ValueError(
+                f"node.listen is the wildcard {self.node.listen!r}: set node.advertise to the HOST:PORT "
+                "peers should dial (e.g. this machine's address)"
             )
         return self
 

@@ -58,7 +58,7 @@ def _wrap_behavior(behavior: Callable[..., Any], around: Around) -> Callable[...
     return call
 
 
-def _replace(handler: Handler, **fields: Any) -> Handler:
+def replace_handler(handler: Handler, **fields: Any) -> Handler:
     """A copy of the handler (a namedtuple at run time) with some fields replaced."""
     return handler._replace(**fields)  # type: ignore[attr-defined, no-any-return]
 
@@ -68,7 +68,7 @@ def wrap_handler(handler: Handler, around: Around) -> Handler:
     for shape in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
         behavior = getattr(handler, shape)
         if behavior is not None:
-            return _replace(handler, **{shape: _wrap_behavior(behavior, around)})
+            return replace_handler(handler, **{shape: _wrap_behavior(behavior, around)})
     return handler
 
 
@@ -103,6 +103,7 @@ class MetricsInterceptor(WrappingInterceptor):
         async def observed(request: Any, context: Context) -> AsyncIterator[None]:
             started = time.perf_counter()
             metrics.rpc_in_flight.inc()
+            metrics.in_flight += 1
             cancelled = False
             try:
                 yield
@@ -111,6 +112,7 @@ class MetricsInterceptor(WrappingInterceptor):
                 raise
             finally:
                 metrics.rpc_in_flight.dec()
+                metrics.in_flight -= 1
                 code = "CANCELLED" if cancelled else _status_name(context.code())
                 metrics.rpc_requests.labels(service=service, method=name, code=code).inc()
                 metrics.rpc_duration.labels(service=service, method=name).observe(time.perf_counter() - started)
@@ -161,10 +163,10 @@ class ErrorGuardInterceptor(WrappingInterceptor):
             return None
         if handler.unary_unary is not None:
             size_checked = self._size_checked(handler.unary_unary, handler_call_details.method)
-            handler = _replace(handler, unary_unary=size_checked)
+            handler = replace_handler(handler, unary_unary=size_checked)
         if handler.request_deserializer is None or handler.request_streaming:
             return handler
-        return _replace(handler, request_deserializer=_tolerant(handler.request_deserializer))
+        return replace_handler(handler, request_deserializer=_tolerant(handler.request_deserializer))
 
     def _size_checked(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
         limit = self._max_reply_bytes

@@ -37,6 +37,7 @@ class NodeMetrics:
 
     def __init__(self, model: str, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.in_flight = 0  # agora_rpc_in_flight as a plain number, for the node's card and Ping replies
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self.build_info = Gauge(
@@ -62,6 +63,29 @@ class NodeMetrics:
         self.rpc_in_flight = Gauge(
             "agora_rpc_in_flight",
             "gRPC calls being served right now.",
+            registry=self.registry,
+        )
+        self.auth_rejections = Counter(
+            "agora_auth_rejections",
+            "Calls refused by authentication, the allow-list or the rate limit, and relayed cards refused, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.peers = Gauge(
+            "agora_peers",
+            "Peers in this node's view, by state (alive, suspect, dead).",
+            ["state"],
+            registry=self.registry,
+        )
+        self.gossip_rounds = Counter(
+            "agora_gossip_rounds",
+            "Gossip rounds this node has run.",
+            registry=self.registry,
+        )
+        self.peer_calls = Counter(
+            "agora_peer_calls",
+            "Calls this node made to peers, by method and final status code (after retries).",
+            ["method", "code"],
             registry=self.registry,
         )
 

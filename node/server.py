@@ -64,12 +64,20 @@ def not_built_servicer(base: type[Any], service: ServiceDescriptor) -> Any:
 
 class NodeServer:
     """grpc.aio server with health (SERVING once started, NOT_SERVING while draining),
-    reflection, RPC metrics and the error guard, over mTLS or loopback plaintext."""
+    reflection, RPC metrics, the error guard and (given one) the auth interceptor, over mTLS or
+    loopback plaintext."""
 
-    def __init__(self, settings: Settings, metrics: NodeMetrics, services: list[ServiceBinding]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: NodeMetrics,
+        services: list[ServiceBinding],
+        auth: aio.ServerInterceptor[Any, Any] | None = None,
+    ) -> None:
         self._settings = settings
         self._metrics = metrics
         self._services = services
+        self._auth = auth
         self._known = sorted({*(s.name for s in services), health.SERVICE_NAME, reflection.SERVICE_NAME})
         self._server: aio.Server | None = None
         self.health: Any = None
@@ -78,12 +86,17 @@ class NodeServer:
     def _build(self) -> aio.Server:
         # grpc.aio objects belong to the running event loop, so they are made in start().
         limit = self._settings.node.max_message_bytes
+        # Outermost first: metrics see every final status; the guard turns bad bytes and crashes
+        # into clear statuses; auth runs on decoded requests only, before any agora.v1 handler.
+        interceptors: list[aio.ServerInterceptor[Any, Any]] = [
+            MetricsInterceptor(self._metrics, method_paths(self._known)),
+            ErrorGuardInterceptor(max_reply_bytes=limit),
+        ]
+        if self._auth is not None:
+            interceptors.append(self._auth)
+        interceptors.append(UnknownMethodInterceptor(self._known))
         server = aio.server(
-            interceptors=[
-                MetricsInterceptor(self._metrics, method_paths(self._known)),
-                ErrorGuardInterceptor(max_reply_bytes=limit),
-                UnknownMethodInterceptor(self._known),
-            ],
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),

@@ -117,3 +117,31 @@ def test_token_buckets_refill_and_say_when_to_retry() -> None:
     assert limiter.take("c") == 0.0 and limiter.take("a") == 0.0  # "a" was forgotten to make room
     with pytest.raises(ValueError):
         TokenBucket(rate=0, burst=1)
+
+
+def test_a_signature_is_bound_to_its_direction(alice: NodeIdentity) -> None:
+    """A signed request cannot be passed off as a reply (or back): " reply" is in the signed bytes."""
+    keys = {alice.node_id: alice.public_key}.get
+    request = _ping(alice)
+    with pytest.raises(EnvelopeError, match=r"does not match this reply to /agora\.v1\.Peer/Ping"):
+        EnvelopeChecker(30, 1000).check(request, PING, keys, T0, reply=True)
+    reply = peer_pb2.PingReply(sequence=7)
+    seal(reply, PING, alice, recipient_node_id="bob", at_ms=T0, reply=True)
+    assert EnvelopeChecker(30, 1000).check(reply, PING, keys, T0, recipient="bob", reply=True) == alice.node_id
+    with pytest.raises(EnvelopeError, match=r"does not match this /agora\.v1\.Peer/Ping call"):
+        EnvelopeChecker(30, 1000).check(reply, PING, keys, T0)
+
+
+def test_an_envelope_must_name_its_recipient(alice: NodeIdentity) -> None:
+    keys = {alice.node_id: alice.public_key}.get
+    to_bob = _ping(alice)  # addressed to "bob"
+    assert EnvelopeChecker(30, 1000).check(to_bob, PING, keys, T0, recipient="bob") == alice.node_id
+    with pytest.raises(EnvelopeError) as refused:
+        EnvelopeChecker(30, 1000).check(to_bob, PING, keys, T0, recipient="carol")
+    assert refused.value.reason == "wrong_recipient" and "addressed to bob…, not to this node" in str(refused.value)
+    anonymous = peer_pb2.PingRequest()
+    seal(anonymous, PING, alice, recipient_node_id="", at_ms=T0)
+    with pytest.raises(EnvelopeError, match="addressed to \\(nobody\\)"):
+        EnvelopeChecker(30, 1000).check(anonymous, PING, keys, T0, recipient="carol")
+    checked = EnvelopeChecker(30, 1000).check(anonymous, PING, keys, T0, recipient="carol", anonymous_recipient_ok=True)
+    assert checked == alice.node_id  # a first Hello to a seed cannot know the seed's id

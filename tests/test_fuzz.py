@@ -27,6 +27,7 @@ CLEAR_STATUSES = {
     grpc.StatusCode.UNIMPLEMENTED,  # a method this node does not serve (yet)
     grpc.StatusCode.NOT_FOUND,  # health: a service name the node does not have
     grpc.StatusCode.RESOURCE_EXHAUSTED,  # larger than node.max_message_bytes
+    grpc.StatusCode.UNAUTHENTICATED,  # decodes, but carries no valid signed envelope
 }
 
 

@@ -2,8 +2,9 @@
 
 Faults are injected by subclassing the real parts: ``ScriptedNode`` is a ``Node`` whose
 ``services()`` serves ``ScriptedTeacher``, a ``TeacherServicer`` whose ``Demonstrate`` crashes or
-sleeps when its first prompt says so. Async scenarios run under ``asyncio.run`` inside plain
-test functions.
+sleeps when its first prompt says so. Agora calls are signed by a ``SignedCaller`` that said
+Hello first, as every peer must. Async scenarios run under ``asyncio.run`` inside plain test
+functions.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message_factory import GetMessageClass
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -32,7 +34,7 @@ from node.rpc.agora.v1 import lesson_pb2, peer_pb2, teacher_pb2, teacher_pb2_grp
 from node.security import channel_credentials
 from node.server import ServiceBinding
 from tests.certs import CertificateAuthority
-from tests.nodes import loopback_settings
+from tests.nodes import SignedCaller, loopback_settings
 
 TEACHER = "agora.v1.Teacher"
 PEER = "agora.v1.Peer"
@@ -80,11 +82,11 @@ class ScriptedTeacher(teacher_pb2_grpc.TeacherServicer):
 
 
 class ScriptedNode(Node):
-    """A node serving ScriptedTeacher as agora.v1.Teacher."""
+    """A node serving ScriptedTeacher as agora.v1.Teacher (and the real Peer service)."""
 
-    def services(self) -> list[ServiceBinding]:
+    def teacher_service(self) -> ServiceBinding:
         teacher = ScriptedTeacher()
-        return [ServiceBinding(TEACHER, lambda server: teacher_pb2_grpc.add_TeacherServicer_to_server(teacher, server))]
+        return ServiceBinding(TEACHER, lambda server: teacher_pb2_grpc.add_TeacherServicer_to_server(teacher, server))
 
 
 @asynccontextmanager
@@ -97,6 +99,15 @@ async def running(node: Node) -> AsyncIterator[str]:
         await node.stop()
 
 
+@asynccontextmanager
+async def connected(node: Node) -> AsyncIterator[tuple[aio.Channel, SignedCaller]]:
+    """Start ``node``; yield a channel to it and a caller that has said Hello."""
+    async with running(node) as address, aio.insecure_channel(address) as channel:
+        caller = SignedCaller()
+        await caller.hello(channel)
+        yield channel, caller
+
+
 def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run one async scenario on a fresh event loop (pytest-asyncio is not used)."""
     asyncio.run(scenario())
@@ -105,12 +116,18 @@ def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
 # --- client helpers -------------------------------------------------------------------------
 
 
-def demonstrate_request(*prompts: str) -> teacher_pb2.DemonstrateRequest:
-    return teacher_pb2.DemonstrateRequest(task="arithmetic", prompts=list(prompts))
+DEMONSTRATE = "/agora.v1.Teacher/Demonstrate"
 
 
-async def demonstrate(channel: aio.Channel, *prompts: str, deadline_s: float = 10) -> teacher_pb2.LessonReply:
-    return await teacher_pb2_grpc.TeacherStub(channel).Demonstrate(demonstrate_request(*prompts), timeout=deadline_s)
+def demonstrate_request(caller: SignedCaller, *prompts: str) -> teacher_pb2.DemonstrateRequest:
+    return caller.sealed(teacher_pb2.DemonstrateRequest(task="arithmetic", prompts=list(prompts)), DEMONSTRATE)
+
+
+async def demonstrate(
+    channel: aio.Channel, caller: SignedCaller, *prompts: str, deadline_s: float = 10
+) -> teacher_pb2.LessonReply:
+    request = demonstrate_request(caller, *prompts)
+    return await teacher_pb2_grpc.TeacherStub(channel).Demonstrate(request, timeout=deadline_s)
 
 
 async def health(channel: aio.Channel, service: str = "") -> str:
@@ -164,8 +181,8 @@ def test_handler_crash_becomes_short_internal_error_and_node_keeps_serving(caplo
     node = ScriptedNode(loopback_settings())
 
     async def scenario() -> None:
-        async with running(node) as address, aio.insecure_channel(address) as channel:
-            error = await rpc_error(demonstrate(channel, "crash"))
+        async with connected(node) as (channel, caller):
+            error = await rpc_error(demonstrate(channel, caller, "crash"))
             assert error.code() == grpc.StatusCode.INTERNAL
             details = error.details() or ""
             assert "internal error" in details
@@ -176,7 +193,7 @@ def test_handler_crash_becomes_short_internal_error_and_node_keeps_serving(caplo
             assert "\n" not in details and len(details) < 200
 
             assert await health(channel) == "SERVING"
-            reply = await demonstrate(channel, "after the crash")
+            reply = await demonstrate(channel, caller, "after the crash")
             assert [d.prompt for d in reply.lesson.demonstrations.demonstrations] == ["after the crash"]
 
             await eventually(lambda: requests_total(node, TEACHER, "Demonstrate", "INTERNAL") == 1)
@@ -198,24 +215,45 @@ def agora_methods() -> list[tuple[ServiceDescriptor, str]]:
     return [(service, method.name) for service in services for method in service.methods]
 
 
-def test_every_agora_method_answers_not_built_yet() -> None:
-    """On a plain Node every agora.v1.Teacher and agora.v1.Peer method answers UNIMPLEMENTED
-    with a sentence naming the method, and is counted under its own service and method."""
+def test_every_teacher_method_answers_not_built_yet_to_a_signed_caller() -> None:
+    """On a plain Node every agora.v1.Teacher method answers a signed caller UNIMPLEMENTED with a
+    sentence naming the method, and is counted under its own service and method."""
+    node = Node(loopback_settings())
+    methods = [(s, m) for s, m in agora_methods() if s.full_name == TEACHER]
+    assert len(methods) == 6
+
+    async def scenario() -> None:
+        async with connected(node) as (channel, caller):
+            for service, method in methods:
+                path = f"/{service.full_name}/{method}"
+                request_type = GetMessageClass(service.FindMethodByName(method).input_type)
+                call = channel.unary_unary(path, request_type.SerializeToString, None)
+                error = await rpc_error(call(caller.sealed(request_type(), path), timeout=5))
+                assert error.code() == grpc.StatusCode.UNIMPLEMENTED, (method, error)
+                assert f"{service.full_name}/{method} is not built yet" in (error.details() or "")
+            await eventually(
+                lambda: all(requests_total(node, s.full_name, m, "UNIMPLEMENTED") == 1 for s, m in methods)
+            )
+
+    run(scenario)
+
+
+def test_every_agora_method_refuses_an_unsigned_call() -> None:
+    """Every agora.v1 method, built or not, answers a request without a signed envelope
+    UNAUTHENTICATED with a sentence, and counts it in agora_auth_rejections_total."""
     node = Node(loopback_settings())
     methods = agora_methods()
     assert {service.full_name for service, _ in methods} == {PEER, TEACHER}
-    assert len(methods) == 9
 
     async def scenario() -> None:
         async with running(node) as address, aio.insecure_channel(address) as channel:
             for service, method in methods:
                 call = channel.unary_unary(f"/{service.full_name}/{method}", None, None)
                 error = await rpc_error(call(b"", timeout=5))  # b"" is an empty request message
-                assert error.code() == grpc.StatusCode.UNIMPLEMENTED, (method, error)
-                assert f"{service.full_name}/{method} is not built yet" in (error.details() or "")
-            await eventually(
-                lambda: all(requests_total(node, s.full_name, m, "UNIMPLEMENTED") == 1 for s, m in methods)
-            )
+                assert error.code() == grpc.StatusCode.UNAUTHENTICATED, (method, error)
+                assert "needs a signed envelope" in (error.details() or "")
+        rejected = node.metrics.registry.get_sample_value("agora_auth_rejections_total", {"reason": "missing_envelope"})
+        assert rejected == len(methods)
 
     run(scenario)
 
@@ -256,8 +294,10 @@ def test_stop_drains_in_flight_call_and_reports_not_serving() -> None:
     async def scenario() -> None:
         address = (await node.start()).grpc
         async with aio.insecure_channel(address) as channel:
+            caller = SignedCaller()
+            await caller.hello(channel)
             assert await health(channel) == "SERVING"
-            slow = asyncio.ensure_future(demonstrate(channel, "sleep 1.5", deadline_s=30))
+            slow = asyncio.ensure_future(demonstrate(channel, caller, "sleep 1.5", deadline_s=30))
             await eventually(lambda: in_flight(node) == 1)
 
             stopping = asyncio.ensure_future(node.stop())
@@ -269,7 +309,7 @@ def test_stop_drains_in_flight_call_and_reports_not_serving() -> None:
             assert [d.prompt for d in reply.lesson.demonstrations.demonstrations] == ["sleep 1.5"]
             await stopping
 
-            error = await rpc_error(demonstrate(channel, "too late", deadline_s=5))
+            error = await rpc_error(demonstrate(channel, caller, "too late", deadline_s=5))
             assert error.code() == grpc.StatusCode.UNAVAILABLE
         assert requests_total(node, TEACHER, "Demonstrate", "OK") == 1
 
@@ -285,7 +325,9 @@ def test_stop_cuts_off_calls_that_outlast_the_grace_period() -> None:
     async def scenario() -> None:
         address = (await node.start()).grpc
         async with aio.insecure_channel(address) as channel:
-            slow = asyncio.ensure_future(rpc_error(demonstrate(channel, "sleep 30", deadline_s=60)))
+            caller = SignedCaller()
+            await caller.hello(channel)
+            slow = asyncio.ensure_future(rpc_error(demonstrate(channel, caller, "sleep 30", deadline_s=60)))
             await eventually(lambda: in_flight(node) == 1)
             await asyncio.wait_for(node.stop(), timeout=20)
             error = await asyncio.wait_for(slow, timeout=20)
@@ -305,10 +347,10 @@ def test_oversized_request_is_refused_and_channel_keeps_working() -> None:
     node = ScriptedNode(loopback_settings(node={"max_message_bytes": 65536}))
 
     async def scenario() -> None:
-        async with running(node) as address, aio.insecure_channel(address) as channel:
-            error = await rpc_error(demonstrate(channel, "x" * 100_000))
+        async with connected(node) as (channel, caller):
+            error = await rpc_error(demonstrate(channel, caller, "x" * 100_000))
             assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            reply = await demonstrate(channel, "small")
+            reply = await demonstrate(channel, caller, "small")
             assert [d.continuation for d in reply.lesson.demonstrations.demonstrations] == [" ok"]
 
     run(scenario)
@@ -318,15 +360,16 @@ def test_oversized_reply_is_refused_with_resource_exhausted() -> None:
     """The limit holds for replies too: a reply over node.max_message_bytes reaches the caller as
     RESOURCE_EXHAUSTED, not as a truncated or oversized message."""
     node = ScriptedNode(loopback_settings(node={"max_message_bytes": 65536}))
-    prompt = "x" * 65_519  # the request fits exactly; the reply, which echoes it, does not
 
     async def scenario() -> None:
-        async with running(node) as address, aio.insecure_channel(address) as channel:
-            assert demonstrate_request(prompt).ByteSize() <= 65536
-            error = await rpc_error(demonstrate(channel, prompt))
+        async with connected(node) as (channel, caller):
+            # The request fits exactly; the reply, which echoes the prompt, does not.
+            prompt = "x" * (65_536 - demonstrate_request(caller, "").ByteSize() - 2)  # -2: a 3-byte length, not 1
+            assert demonstrate_request(caller, prompt).ByteSize() == 65536
+            error = await rpc_error(demonstrate(channel, caller, prompt))
             assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "node.max_message_bytes" in (error.details() or "")
-            assert (await demonstrate(channel, "small")).lesson.task == "arithmetic"
+            assert (await demonstrate(channel, caller, "small")).lesson.task == "arithmetic"
             # Counted as what the caller saw, not as OK.
             await eventually(lambda: requests_total(node, TEACHER, "Demonstrate", "RESOURCE_EXHAUSTED") == 1)
             assert requests_total(node, TEACHER, "Demonstrate", "OK") == 1
@@ -403,20 +446,15 @@ def test_mtls_node_serves_only_clients_with_a_certificate_from_its_ca(tmp_path: 
 
 
 def test_mtls_node_with_missing_certificate_file_refuses_to_start(tmp_path: Path) -> None:
-    """With insecure=False and a certificate file that does not exist, start() raises
-    ConfigError naming that file."""
+    """With insecure=False and a certificate file that does not exist, making the node raises
+    ConfigError naming that file, before anything listens."""
     ca = CertificateAuthority()
     settings = tls_node_settings(tmp_path, ca)
     missing = tmp_path / "nowhere" / "alice.crt"
     settings.security.cert = missing
-    node = Node(settings)
-
-    async def scenario() -> None:
-        with pytest.raises(ConfigError) as raised:
-            await node.start()
-        assert str(missing) in str(raised.value)
-
-    run(scenario)
+    with pytest.raises(ConfigError) as raised:
+        Node(settings)
+    assert str(missing) in str(raised.value)
 
 
 # --- 7. config guard ------------------------------------------------------------------------

@@ -2,12 +2,14 @@
 
 Signing bytes (proto/agora/v1/node.proto): a domain tag, then the message serialized with
 protobuf's deterministic serialization after its own signature is cleared. For an envelope the
-tag is the full gRPC method name, so a signed request can be neither altered nor replayed
-against another method; for a NodeCard it is "agora.v1.NodeCard".
+tag is the full gRPC method name (plus " reply" for replies), so a signed message can be
+neither altered nor replayed against another method or direction; for a NodeCard it is
+"agora.v1.NodeCard".
 
 A receiver's checks, in order: an envelope is present, the sender is known, the signature
-holds, the timestamp is within the allowed skew, and the nonce is fresh. Each failure is an
-`EnvelopeError` carrying the gRPC status, a sentence and a short reason label for metrics.
+holds, the message is addressed to this node, the timestamp is within the allowed skew, and
+the nonce is fresh. Each failure is an `EnvelopeError` carrying the gRPC status, a sentence
+and a short reason label for metrics.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from node.security.identity import NodeIdentity, node_id_of, verify_signature
 
 NONCE_BYTES = 16
 CARD_DOMAIN = b"agora.v1.NodeCard\n"
+REPLY_TAG = " reply"
 
 
 class Enveloped(Protocol):
@@ -42,9 +45,10 @@ class Enveloped(Protocol):
 class EnvelopeError(Exception):
     """A message that fails a check: answer `status` with `sentence`; count it under `reason`."""
 
-    reason: str  # metric label: missing_envelope, unknown_sender, bad_signature, expired, replayed
+    reason: str  # a metric label; see node.security.auth.REJECTION_REASONS
     sentence: str
     status: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED
+    retry_after_s: float | None = None  # rate limits: when the caller may try again
 
     def __str__(self) -> str:
         return self.sentence
@@ -61,13 +65,24 @@ def _without_signature(message: Message, clear: Callable[[Message], None]) -> by
     return copy.SerializeToString(deterministic=True)
 
 
-def envelope_signing_bytes(message: Message, method: str) -> bytes:
-    """What an envelope's signature covers: the method name, then the message without the signature."""
-    return method.encode() + b"\n" + _without_signature(message, lambda m: m.envelope.ClearField("signature"))  # type: ignore[attr-defined]
+def _domain(method: str, reply: bool) -> bytes:
+    return (method + (REPLY_TAG if reply else "")).encode() + b"\n"
+
+
+def envelope_signing_bytes(message: Message, method: str, reply: bool = False) -> bytes:
+    """What an envelope's signature covers: the method name (and direction), then the message
+    without the signature."""
+    unsigned = _without_signature(message, lambda m: m.envelope.ClearField("signature"))  # type: ignore[attr-defined]
+    return _domain(method, reply) + unsigned
 
 
 def seal(
-    message: Message, method: str, identity: NodeIdentity, recipient_node_id: str = "", at_ms: int | None = None
+    message: Message,
+    method: str,
+    identity: NodeIdentity,
+    recipient_node_id: str = "",
+    at_ms: int | None = None,
+    reply: bool = False,
 ) -> None:
     """Fill message.envelope (sender, recipient, time, fresh nonce) and sign it, in place."""
     envelope: node_pb2.Envelope = message.envelope  # type: ignore[attr-defined]
@@ -75,7 +90,7 @@ def seal(
     envelope.recipient_node_id = recipient_node_id
     envelope.timestamp_unix_ms = now_ms() if at_ms is None else at_ms
     envelope.nonce = os.urandom(NONCE_BYTES)
-    envelope.signature = identity.sign(envelope_signing_bytes(message, method))
+    envelope.signature = identity.sign(envelope_signing_bytes(message, method, reply))
 
 
 def card_signing_bytes(card: node_pb2.NodeCard) -> bytes:
@@ -94,6 +109,14 @@ def check_card(card: node_pb2.NodeCard) -> None:
         raise EnvelopeError("bad_card", f"the card's node_id {card.node_id[:12]}… is not the hash of its public key")
     if not verify_signature(card.public_key, card_signing_bytes(card), card.signature):
         raise EnvelopeError("bad_card", f"the card of {card.node_id[:12]}… is not signed by its own key")
+
+
+def require_envelope(message: Message, method: str) -> node_pb2.Envelope:
+    """The message's envelope; EnvelopeError (missing_envelope) when it has none or it is unsigned."""
+    if not message.HasField("envelope") or not message.envelope.signature:  # type: ignore[attr-defined]
+        raise EnvelopeError("missing_envelope", f"{method} needs a signed envelope (field 1)")
+    envelope: node_pb2.Envelope = message.envelope  # type: ignore[attr-defined]
+    return envelope
 
 
 class ReplayCache:
@@ -130,20 +153,38 @@ class EnvelopeChecker:
         self.replays = ReplayCache(replay_cache_size, self.max_skew_ms)
 
     def check(
-        self, message: Message, method: str, public_key_of: Callable[[str], bytes | None], at_ms: int | None = None
+        self,
+        message: Message,
+        method: str,
+        public_key_of: Callable[[str], bytes | None],
+        at_ms: int | None = None,
+        recipient: str | None = None,
+        reply: bool = False,
+        anonymous_recipient_ok: bool = False,
     ) -> str:
-        """The sender's node_id when every check passes; EnvelopeError naming the first that fails."""
-        if not message.HasField("envelope") or not message.envelope.signature:  # type: ignore[attr-defined]
-            raise EnvelopeError("missing_envelope", f"{method} needs a signed envelope (field 1)")
-        envelope: node_pb2.Envelope = message.envelope  # type: ignore[attr-defined]
+        """The sender's node_id when every check passes; EnvelopeError naming the first that fails.
+
+        ``recipient`` is this node's id, which the envelope must name (None skips the check);
+        ``anonymous_recipient_ok`` also accepts an empty one, for a first Hello to a seed whose
+        id the caller cannot know yet.
+        """
+        envelope = require_envelope(message, method)
         sender = envelope.sender_node_id
         public_key = public_key_of(sender)
         if public_key is None:
             raise EnvelopeError(
                 "unknown_sender", f"sender {sender[:12] or '(empty)'}… is not a known peer; say Hello first"
             )
-        if not verify_signature(public_key, envelope_signing_bytes(message, method), envelope.signature):
-            raise EnvelopeError("bad_signature", f"the signature of {sender[:12]}… does not match this {method} call")
+        if not verify_signature(public_key, envelope_signing_bytes(message, method, reply), envelope.signature):
+            what = f"reply to {method}" if reply else f"{method} call"
+            raise EnvelopeError("bad_signature", f"the signature of {sender[:12]}… does not match this {what}")
+        addressed_to = envelope.recipient_node_id
+        if recipient is not None and addressed_to != recipient and not (anonymous_recipient_ok and not addressed_to):
+            raise EnvelopeError(
+                "wrong_recipient",
+                f"the envelope is addressed to {addressed_to[:12] or '(nobody)'}…, "
+                f"not to this node ({recipient[:12]}…)",
+            )
         at_ms = now_ms() if at_ms is None else at_ms
         skew = envelope.timestamp_unix_ms - at_ms
         if abs(skew) > self.max_skew_ms:

@@ -193,10 +193,12 @@ class Envelope(_message.Message):
     """Sender authentication for one request or reply. Field 1 of every request and reply message.
 
     The signature covers the signing bytes of the whole enclosing message with
-    envelope.signature cleared, prefixed by the full gRPC method name, so a signed request can
-    neither be altered nor replayed against another method. Receivers check the signature,
-    the sender's allow-listing, that the mTLS certificate name matches the sender's card, the
-    timestamp window and that the nonce was not seen before.
+    envelope.signature cleared, prefixed by the full gRPC method name, then " reply" for a reply,
+    then "\\n" (e.g. "/agora.v1.Peer/Ping reply\\n"), so a signed message can be neither altered
+    nor replayed against another method or in the other direction. Receivers check the
+    signature, that they are the recipient, the timestamp window, that the nonce was not seen
+    before, that the mTLS certificate name matches the sender's card, and the sender's
+    allow-listing. A reply is addressed to the request's sender.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

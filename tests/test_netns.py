@@ -1,0 +1,303 @@
+"""Three `agora run` processes on three "hosts" (Linux network namespaces on one bridge) join over mTLS.
+
+Loopback tests share one network stack, so they cannot show that a node works when its peers are
+really elsewhere: that it advertises its own interface address, that certificates are verified
+against IP and DNS names that differ per host, and that a `dns:///NAME:PORT` seed reaches every
+address the name resolves to (as a Kubernetes headless service lists each pod). Here each node has
+its own namespace, its own address and the same port 50051; node b joins through node a's address,
+node c through a name that resolves to both a and b; all three must converge to a full, alive view.
+
+Needs root and iproute2's `ip netns`; skipped otherwise, with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from node.process import NodeProcess, NodeProcessError, StartedNode
+from node.rpc.agora.v1 import node_pb2
+from node.store import SavedView, StoreError, read_saved_view
+
+PORT = 50051
+METRICS_PORT = 9464
+SEED_NAME = "agora-seeds"
+CONVERGE_S = 30.0
+FAST_PEERS = [
+    "peers.gossip_interval_s=0.3",
+    "peers.ping_interval_s=0.3",
+    "peers.ping_timeout_s=1",
+    "peers.dead_after_s=3",
+    "peers.forget_after_s=30",
+]
+IP = shutil.which("ip") or next((p for p in ("/usr/sbin/ip", "/sbin/ip") if os.path.exists(p)), None)
+TAG = f"{os.getpid() % 100000}"  # unique per run: parallel or leftover runs do not clash
+
+
+def _netns_unavailable() -> str | None:
+    """Why namespaces cannot be made here, or None; probed by making (and removing) one."""
+    if os.geteuid() != 0:
+        return f"needs root for ip netns (running as uid {os.geteuid()})"
+    if IP is None:
+        return "iproute2 `ip` is not installed"
+    probe = f"agora-probe-{TAG}"
+    added = subprocess.run([IP, "netns", "add", probe], capture_output=True, text=True)
+    if added.returncode != 0:
+        return f"`ip netns add` does not work here: {added.stderr.strip()}"
+    subprocess.run([IP, "netns", "del", probe], capture_output=True)
+    return None
+
+
+def ip(*args: str, check: bool = True) -> None:
+    assert IP is not None
+    result = subprocess.run([IP, *args], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"`ip {' '.join(args)}` failed ({result.returncode}): {result.stderr.strip()}")
+
+
+def _free_subnet() -> int:
+    """X of a 10.77.X.0/24 that no interface or route here uses (start from the pid, for spread)."""
+    assert IP is not None
+    used = " ".join(
+        subprocess.run([IP, "-4", *what], capture_output=True, text=True).stdout
+        for what in (["-o", "addr", "show"], ["route", "show", "table", "all"])
+    )
+    for offset in range(250):
+        x = (os.getpid() + offset) % 250 + 1
+        if f"10.77.{x}." not in used:
+            return x
+    raise RuntimeError("every 10.77.X.0/24 is in use on this machine")
+
+
+class NamespacedNodeProcess(NodeProcess):
+    """NodeProcess whose child runs inside a network namespace. `ip netns exec` execs the command
+    in place (no fork), so the pid, signals and exit code are the node's own."""
+
+    def __init__(self, netns: str, args: list[str], log_path: Path) -> None:
+        super().__init__(args, log_path)
+        self.netns = netns
+
+    def start(self, timeout_s: float = 60.0) -> StartedNode:
+        # NodeProcess.start with the `ip netns exec NS` prefix; the startup-line wait is the same.
+        assert IP is not None
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = [IP, "netns", "exec", self.netns, sys.executable, "-m", "node.cli", "run", "--log-format", "json"]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with self.log_path.open("wb") as log_file:
+            self.process = subprocess.Popen([*command, *self.args], stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            started = self._startup_record()
+            if started is not None:
+                self.started = started
+                return started
+            if self.process.poll() is not None:
+                raise NodeProcessError(
+                    f"node exited with code {self.process.returncode} before serving:\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
+        self.kill()
+        raise NodeProcessError(f"node did not report serving within {timeout_s:.0f}s:\n{self.log_tail()}")
+
+    def node_id(self) -> str:
+        """The node_id its startup line reported."""
+        return next(str(r["node_id"]) for r in self.log_records() if r.get("event") == "node_started")
+
+
+@dataclass
+class Host:
+    """One namespace with one node in it."""
+
+    name: str  # the node's name
+    netns: str
+    ip: str
+    data_dir: Path
+    process: NamespacedNodeProcess
+
+    @property
+    def address(self) -> str:
+        return f"{self.ip}:{PORT}"
+
+
+@contextmanager
+def bridged_namespaces(subnet: int, letters: str) -> Iterator[dict[str, str]]:
+    """One namespace per letter at 10.77.<subnet>.<k>, on a bridge at .254 in the root namespace
+    (so this process can reach every node). Yields letter -> namespace; removes everything after."""
+    bridge = f"agbr{TAG}"
+    namespaces = {letter: f"agora-{TAG}-{letter}" for letter in letters}
+
+    def remove() -> None:  # tolerant: parts may be missing, or left by an earlier run killed hard
+        for letter, netns in namespaces.items():
+            ip("netns", "del", netns, check=False)  # also destroys the veth pair
+            ip("link", "del", f"agv{TAG}{letter}", check=False)
+            shutil.rmtree(f"/etc/netns/{netns}", ignore_errors=True)
+        ip("link", "del", bridge, check=False)
+
+    etc_netns = Path("/etc/netns")
+    made_etc_netns = not etc_netns.exists()
+    remove()
+    try:
+        ip("link", "add", bridge, "type", "bridge")
+        ip("addr", "add", f"10.77.{subnet}.254/24", "dev", bridge)
+        ip("link", "set", bridge, "up")
+        for k, (letter, netns) in enumerate(namespaces.items(), start=1):
+            outside, inside = f"agv{TAG}{letter}", f"agp{TAG}{letter}"  # at most 15 characters
+            ip("netns", "add", netns)
+            ip("link", "add", outside, "type", "veth", "peer", "name", inside)
+            ip("link", "set", inside, "netns", netns)
+            ip("link", "set", outside, "master", bridge)
+            ip("link", "set", outside, "up")
+            ip("-n", netns, "addr", "add", f"10.77.{subnet}.{k}/24", "dev", inside)
+            ip("-n", netns, "link", "set", inside, "up")
+            ip("-n", netns, "link", "set", "lo", "up")
+        yield namespaces
+    finally:
+        remove()
+        if made_etc_netns:
+            with suppress(OSError):  # not empty: another run is using it
+                etc_netns.rmdir()
+
+
+def agora(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real CLI, as an operator runs it."""
+    result = subprocess.run([sys.executable, "-m", "node.cli", *args], capture_output=True, text=True)
+    assert result.returncode == 0, f"`agora {' '.join(args)}` exited {result.returncode}:\n{result.stderr}"
+    return result
+
+
+def scrape(url: str) -> tuple[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
+    # No proxy: an http_proxy in the environment must not take 10.77.X.Y off to another machine.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=5) as response:
+        text: str = response.read().decode()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    return text, samples
+
+
+def read_view(host: Host) -> SavedView | None:
+    try:
+        return read_saved_view(host.data_dir)
+    except StoreError:
+        return None  # not created yet
+
+
+def view_problems(hosts: list[Host], ids: dict[str, str]) -> list[str]:
+    """What keeps each node's saved view from being exactly the other two, alive, at their own
+    addresses and ids (empty when converged)."""
+    problems = []
+    for host in hosts:
+        view = read_view(host)
+        if view is None:
+            problems.append(f"{host.name}: no saved view yet")
+            continue
+        own_id = node_pb2.NodeCard.FromString(view.own_card).node_id
+        if own_id != ids[host.name]:
+            problems.append(f"{host.name}: own card has node_id {own_id}, startup line said {ids[host.name]}")
+        seen = {(p.name, p.node_id, p.address, p.state) for p in view.peers}
+        wanted = {(o.name, ids[o.name], o.address, "alive") for o in hosts if o is not host}
+        if seen != wanted:
+            problems.append(f"{host.name}: view {sorted(seen)}, want {sorted(wanted)}")
+        if host.process.process is not None and host.process.process.poll() is not None:
+            problems.append(f"{host.name}: exited with code {host.process.process.returncode}")
+    return problems
+
+
+def logs(hosts: list[Host]) -> str:
+    return "\n".join(f"--- {h.name} log ---\n{h.process.log_tail(30)}" for h in hosts)
+
+
+@pytest.mark.timeout(120)
+def test_three_nodes_in_separate_network_namespaces_converge_over_mtls(tmp_path: Path) -> None:
+    reason = _netns_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    subnet = _free_subnet()
+    net = f"10.77.{subnet}"
+
+    with bridged_namespaces(subnet, "abc") as namespaces:
+        # Node c's namespace resolves the seed name to both a and b, like a headless service
+        # (`ip netns exec` mounts /etc/netns/<ns>/hosts over /etc/hosts for the node).
+        hosts_dir = Path("/etc/netns") / namespaces["c"]
+        hosts_dir.mkdir(parents=True, exist_ok=True)
+        (hosts_dir / "hosts").write_text(f"127.0.0.1 localhost\n{net}.1 {SEED_NAME}\n{net}.2 {SEED_NAME}\n")
+
+        agora("certs", "init-ca", "--out", str(tmp_path / "ca"))
+        seeds = {"a": [], "b": [f"{net}.1:{PORT}"], "c": [f"dns:///{SEED_NAME}:{PORT}"]}
+        hosts: list[Host] = []
+        for k, letter in enumerate("abc", start=1):
+            name, address, data_dir = f"ns-{letter}", f"{net}.{k}", tmp_path / f"ns-{letter}"
+            # An IP SAN for dialling by address (b's seed), the seed name for c's dns:/// seed;
+            # the node name is added as a DNS SAN for peers learned by gossip.
+            agora("certs", "issue", "--ca", str(tmp_path / "ca"), "--name", name, "--dns", SEED_NAME,
+                  "--ip", address, "--out", str(data_dir / "certs"))  # fmt: skip
+            args = ["--name", name, "--listen", f"{address}:{PORT}", "--metrics-listen", f"{address}:{METRICS_PORT}",
+                    "--data-dir", str(data_dir)]  # fmt: skip
+            for setting in [*FAST_PEERS, f"peers.seeds={json.dumps(seeds[letter])}"]:
+                args += ["--set", setting]
+            process = NamespacedNodeProcess(namespaces[letter], args, tmp_path / f"{name}.log")
+            hosts.append(Host(name, namespaces[letter], address, data_dir, process))
+        a, b, c = hosts
+
+        try:
+            # In order, so that each node's seeds are serving when it first says Hello.
+            for host in hosts:
+                started = host.process.start()
+                assert started.address == host.address, f"{host.name} listens on {started.address}\n{logs(hosts)}"
+            ids = {host.name: host.process.node_id() for host in hosts}
+            assert len(set(ids.values())) == 3, f"node ids are not distinct: {ids}"
+
+            deadline = time.monotonic() + CONVERGE_S
+            problems = view_problems(hosts, ids)
+            while problems and time.monotonic() < deadline:
+                time.sleep(0.3)
+                problems = view_problems(hosts, ids)
+            assert not problems, (
+                f"no full alive view within {CONVERGE_S:.0f}s:\n" + "\n".join(problems) + "\n" + logs(hosts)
+            )
+
+            # c's seed name resolved to two addresses and c said Hello to both: c counts two
+            # answered Hellos, and b, which is no one else's seed, served one.
+            hello_failures = [
+                r["message"] for r in c.process.log_records() if str(r.get("message", "")).startswith("Hello to")
+            ]
+            assert not hello_failures, f"ns-c's Hellos to its seeds failed: {hello_failures}\n{logs(hosts)}"
+            _, c_metrics = scrape(f"http://{c.ip}:{METRICS_PORT}/metrics")
+            c_hellos = c_metrics.get(("agora_peer_calls_total", (("code", "OK"), ("method", "Hello"))), 0.0)
+            assert c_hellos >= 2, f"ns-c made {c_hellos:g} answered Hellos, want one per seed address\n{logs(hosts)}"
+            _, b_metrics = scrape(f"http://{b.ip}:{METRICS_PORT}/metrics")
+            b_served = b_metrics.get(
+                ("agora_rpc_requests_total", (("code", "OK"), ("method", "Hello"), ("service", "agora.v1.Peer"))), 0.0
+            )
+            assert b_served >= 1, f"ns-b served no Hello: ns-c never reached it through {SEED_NAME}\n{logs(hosts)}"
+
+            # Every node's metrics, scraped across the bridge from the root namespace.
+            for host in hosts:
+                text, _ = scrape(f"http://{host.ip}:{METRICS_PORT}/metrics")
+                assert 'agora_peers{state="alive"} 2.0' in text, (
+                    f"{host.name} metrics: {[line for line in text.splitlines() if line.startswith('agora_peers')]}"
+                )
+
+            # What an operator sees: `agora peers` on a's data dir lists b and c as alive.
+            table = agora("peers", "--set", f"node.data_dir={a.data_dir}").stdout
+            for other in (b, c):
+                rows = [line.split() for line in table.splitlines() if line.split()[:1] == [other.name]]
+                assert rows and "alive" in rows[0] and other.address in rows[0], f"`agora peers` said:\n{table}"
+        finally:
+            for host in hosts:
+                host.process.kill()
