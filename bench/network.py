@@ -3,8 +3,10 @@
 Two figures (recorded, not asserted):
 1. membership convergence for N = 16, 32 and 64 nodes in one process (one asyncio loop, mTLS,
    node 0 the only seed): wall time and gossip rounds until every node holds all N-1 others alive
-   (goal: ceil(log2 N) + 2 rounds). Heartbeats are all-to-all, O(N^2) RPCs in one process, so
-   peers.ping_interval_s is 30 s here: the figure is gossip's alone;
+   (goal: ceil(log2 N) + 2 rounds). The seed's Hello replies already carry much of the view, so
+   a second figure isolates gossip: once the view is full, one node changes its card (a new
+   task) and we count the rounds until every other node holds the new version. Heartbeats are
+   all-to-all, O(N^2) RPCs in one process, so peers.ping_interval_s is 30 s here;
 2. latency of a signed Ping between two nodes through the product's client, mTLS vs plaintext
    (median and p90), beside an unsigned gRPC health check over the same two transports.
 
@@ -150,6 +152,7 @@ async def converge_once(size: int, gossip_interval_s: float, seed: int) -> dict[
             rounds = [node.membership.rounds - base for node, base in zip(nodes, before, strict=True)]
             fewest_alive = min(len(node.view.peers(PeerState.ALIVE)) for node in nodes)
             hellos_failed = sum(failed_hellos(node) for node in nodes)
+            spread = await spread_one_update(nodes) if seconds is not None else None
         finally:
             watcher.cancel()
             await stop_all(nodes)
@@ -162,9 +165,33 @@ async def converge_once(size: int, gossip_interval_s: float, seed: int) -> dict[
         "rounds": max(rounds),  # the most any node ran before every view was full
         "median_node_rounds": statistics.median(rounds),
         "fewest_alive_peers": fewest_alive,
+        "update_spread": spread,
         "failed_hellos": hellos_failed,
         "loop_lag_max_ms": max(lags, default=0.0) * 1000,
     }
+
+
+async def spread_one_update(nodes: list[Node]) -> dict[str, Any] | None:
+    """The last node re-issues its card with a new task; rounds until every other node holds it."""
+    changed = nodes[-1]
+    before = [node.membership.rounds for node in nodes]
+    changed.settings.teacher.tasks = ["word_sorting"]  # the card says what the node teaches
+    issued_at = changed.membership.own_card().issued_at_unix_ms
+    node_id = changed.identity.node_id
+    started = time.monotonic()
+
+    def everyone_has_it() -> bool:
+        return all(
+            (peer := node.view.get(node_id)) is not None and peer.card.issued_at_unix_ms >= issued_at
+            for node in nodes[:-1]
+        )
+
+    while not everyone_has_it():
+        if time.monotonic() - started > CONVERGE_TIMEOUT_S:
+            return None
+        await asyncio.sleep(POLL_S)
+    rounds = [node.membership.rounds - base for node, base in zip(nodes, before, strict=True)]
+    return {"seconds": time.monotonic() - started, "rounds": max(rounds)}
 
 
 def summarize_convergence(size: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -178,9 +205,20 @@ def summarize_convergence(size: int, runs: list[dict[str, Any]]) -> dict[str, An
         "median_rounds": statistics.median(r["rounds"] for r in done) if done else None,
         "max_rounds": max((r["rounds"] for r in done), default=None),
         "median_seconds": statistics.median(r["seconds"] for r in done) if done else None,
+        "update_median_rounds": statistics.median(spreads) if (spreads := spread_rounds(runs)) else None,
+        "update_max_rounds": max(spreads, default=None),
+        "update_median_seconds": statistics.median(spread_seconds(runs)) if spread_seconds(runs) else None,
         "loop_lag_max_ms": max(r["loop_lag_max_ms"] for r in runs),
         "failed_hellos": sum(r["failed_hellos"] for r in runs),
     }
+
+
+def spread_rounds(runs: list[dict[str, Any]]) -> list[int]:
+    return [run["update_spread"]["rounds"] for run in runs if run.get("update_spread")]
+
+
+def spread_seconds(runs: list[dict[str, Any]]) -> list[float]:
+    return [run["update_spread"]["seconds"] for run in runs if run.get("update_spread")]
 
 
 def latency_stats(samples_ns: list[int]) -> dict[str, float]:
@@ -262,6 +300,15 @@ def table_rows(convergence: list[dict[str, Any]], rpc: dict[str, Any]) -> list[l
             + f"; {size['failed_hellos']} Hellos to the seed timed out or failed"
         )
         rows.append([title, result, f"<= {size['goal_rounds']} rounds", detail])
+        if size["update_median_rounds"] is not None:
+            rows.append(
+                [
+                    f"one changed card reaches all N={size['nodes']} by gossip alone",
+                    f"{size['update_median_rounds']:g} rounds, {size['update_median_seconds']:.1f} s",
+                    f"<= {size['goal_rounds']} rounds",
+                    f"median of {len(spread_rounds(size['runs']))} runs; max {size['update_max_rounds']} rounds",
+                ]
+            )
     mtls, plain = rpc["mtls"], rpc["plaintext"]
     notes = {
         "signed_ping": f"Ed25519-signed both ways; per-peer rate limit raised to {RPC_RATE_LIMIT}/s",
@@ -287,9 +334,15 @@ async def run(runs: int, calls: int) -> tuple[list[dict[str, Any]], dict[str, An
         results = []
         for seed in range(runs):
             result = await converge_once(size, GOSSIP_INTERVAL_S[size], seed)
-            took = f"{result['seconds']:.1f} s" if result["converged"] else "did not converge"
+            took = (
+                f"full view in {result['seconds']:.1f} s, {result['rounds']} rounds"
+                if result["converged"]
+                else ("did not converge")
+            )
+            spread = result["update_spread"]
+            took += f"; one update spread in {spread['rounds']} rounds" if spread else "; the update did not spread"
             print(
-                f"[network] N={size} seed {seed}: {took}, {result['rounds']} rounds, "
+                f"[network] N={size} seed {seed}: {took}; "
                 + f"loop lag max {result['loop_lag_max_ms']:.0f} ms, {result['failed_hellos']} failed Hellos",
                 file=sys.stderr,
             )

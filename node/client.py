@@ -97,6 +97,7 @@ class PeerClient:
         # Replies carry fresh nonces too; a separate cache keeps them apart from requests.
         self._replies = EnvelopeChecker(settings.security.max_clock_skew_s, settings.security.replay_cache_size)
         self._channels: dict[_Target, aio.Channel] = {}
+        self._target_by_peer: dict[str, _Target] = {}  # a peer that moved leaves its old channel behind
 
     # --- channels ------------------------------------------------------------------------------
 
@@ -162,6 +163,10 @@ class PeerClient:
                 peer.name, method, grpc.StatusCode.UNAVAILABLE, "the peer is dead in this node's view; not calling it"
             )
         target = self._target_of(peer.card)
+        moved_from = self._target_by_peer.get(node_id)
+        if moved_from is not None and moved_from != target and (old := self._channels.pop(moved_from, None)):
+            await old.close(None)
+        self._target_by_peer[node_id] = target
         try:
             reply = await self._invoke(target, method, request, reply_type, peer.node_id, timeout_s, attempts)
         except PeerCallError as error:

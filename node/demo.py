@@ -21,7 +21,7 @@ from node.client import check_health
 from node.process import NodeProcess, NodeProcessError
 from node.rpc.agora.v1 import teacher_pb2, teacher_pb2_grpc
 from node.security import channel_credentials
-from node.store import StoreError, read_saved_view
+from node.store import saved_peer_states
 
 STEPS = 6
 NAMES = ("alice", "bob", "carol")
@@ -87,11 +87,8 @@ class DemoNetwork:
         return process
 
     def states(self, observer: str) -> dict[str, str]:
-        try:
-            view = read_saved_view(self.data_dir(observer))
-        except StoreError:
-            return {}
-        return {p.name: p.state for p in view.peers} if view is not None else {}
+        """peer name -> state in the view ``observer`` saved last ({} before its first save)."""
+        return saved_peer_states(self.data_dir(observer))
 
     def credentials(self) -> grpc.ChannelCredentials:
         certs = self.data_dir("operator") / "certs"
@@ -154,7 +151,7 @@ def run_demo(work_dir: Path) -> int:
             print(f"      {line}")
 
     carol = network.processes["carol"]
-    carol_id = next(str(r["node_id"]) for r in carol.log_records() if r.get("event") == "node_started")
+    carol_id = carol.node_id()
     carol.kill()
     _step(5, "kill -9 carol")
     suspect = _wait(lambda: network.states("alice").get("carol") in ("suspect", "dead"), 15)
@@ -164,7 +161,7 @@ def run_demo(work_dir: Path) -> int:
 
     restarted = network.start("carol", [alice.started.address])
     back = _wait(lambda: all(network.states(n).get("carol") == "alive" for n in ("alice", "bob")), 20)
-    again = next(str(r["node_id"]) for r in restarted.log_records() if r.get("event") == "node_started")
+    again = restarted.node_id()
     _step(6, f"carol restarts from its data dir: alive again everywhere after {back or 0:.1f}s, "
              f"same node id ({'yes' if again == carol_id else 'NO'}: {again[:12]}…)")  # fmt: skip
     codes = network.stop_all()

@@ -32,17 +32,22 @@ class StartedNode:
 class NodeProcess:
     """One `agora run` child process, logging JSON lines to ``log_path``."""
 
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, args: list[str], log_path: Path, env: dict[str, str] | None = None, prefix: list[str] | None = None
+    ) -> None:
         self.args = args
         self.log_path = log_path
         self.env = env
+        # A command the node runs under, e.g. ["ip", "netns", "exec", NS] for a network namespace
+        # (it must exec the node in place, so that the pid and signals are the node's own).
+        self.prefix = prefix or []
         self.process: subprocess.Popen[bytes] | None = None
         self.started: StartedNode | None = None
 
     def start(self, timeout_s: float = 60.0) -> StartedNode:
         """Spawn the node and wait for its startup line; raise with the log tail on failure."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "node.cli", "run", "--log-format", "json", *self.args]
+        command = [*self.prefix, sys.executable, "-m", "node.cli", "run", "--log-format", "json", *self.args]
         env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("wb") as log_file:
             self.process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
@@ -68,6 +73,10 @@ class NodeProcess:
                     str(record["node"]), str(record["address"]), str(metrics_url) if metrics_url else None
                 )
         return None
+
+    def node_id(self) -> str:
+        """The node_id its startup line reported."""
+        return next(str(r["node_id"]) for r in self.log_records() if r.get("event") == "node_started")
 
     def log_records(self) -> list[dict[str, object]]:
         """Every JSON log line written so far (other lines are skipped)."""

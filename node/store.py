@@ -145,3 +145,13 @@ def read_saved_view(data_dir: Path) -> SavedView | None:
         raise StoreError(f"cannot read {path}: {exc}") from None
     finally:
         db.close()
+
+
+def saved_peer_states(data_dir: Path) -> dict[str, str]:
+    """Peer name -> state in the view saved in data_dir; {} while there is none yet (a node
+    starting up). For watching a node from outside its process."""
+    try:
+        view = read_saved_view(data_dir)
+    except StoreError:
+        return {}
+    return {peer.name: peer.state for peer in view.peers} if view is not None else {}

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from node.process import NodeProcess, NodeProcessError, StartedNode
+from node.process import NodeProcess
 from node.rpc.agora.v1 import node_pb2
 from node.store import SavedView, StoreError, read_saved_view
 
@@ -81,41 +81,6 @@ def _free_subnet() -> int:
     raise RuntimeError("every 10.77.X.0/24 is in use on this machine")
 
 
-class NamespacedNodeProcess(NodeProcess):
-    """NodeProcess whose child runs inside a network namespace. `ip netns exec` execs the command
-    in place (no fork), so the pid, signals and exit code are the node's own."""
-
-    def __init__(self, netns: str, args: list[str], log_path: Path) -> None:
-        super().__init__(args, log_path)
-        self.netns = netns
-
-    def start(self, timeout_s: float = 60.0) -> StartedNode:
-        # NodeProcess.start with the `ip netns exec NS` prefix; the startup-line wait is the same.
-        assert IP is not None
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        command = [IP, "netns", "exec", self.netns, sys.executable, "-m", "node.cli", "run", "--log-format", "json"]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with self.log_path.open("wb") as log_file:
-            self.process = subprocess.Popen([*command, *self.args], stdout=log_file, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            started = self._startup_record()
-            if started is not None:
-                self.started = started
-                return started
-            if self.process.poll() is not None:
-                raise NodeProcessError(
-                    f"node exited with code {self.process.returncode} before serving:\n{self.log_tail()}"
-                )
-            time.sleep(0.05)
-        self.kill()
-        raise NodeProcessError(f"node did not report serving within {timeout_s:.0f}s:\n{self.log_tail()}")
-
-    def node_id(self) -> str:
-        """The node_id its startup line reported."""
-        return next(str(r["node_id"]) for r in self.log_records() if r.get("event") == "node_started")
-
-
 @dataclass
 class Host:
     """One namespace with one node in it."""
@@ -124,7 +89,7 @@ class Host:
     netns: str
     ip: str
     data_dir: Path
-    process: NamespacedNodeProcess
+    process: NodeProcess
 
     @property
     def address(self) -> str:
@@ -250,7 +215,9 @@ def test_three_nodes_in_separate_network_namespaces_converge_over_mtls(tmp_path:
                     "--data-dir", str(data_dir)]  # fmt: skip
             for setting in [*FAST_PEERS, f"peers.seeds={json.dumps(seeds[letter])}"]:
                 args += ["--set", setting]
-            process = NamespacedNodeProcess(namespaces[letter], args, tmp_path / f"{name}.log")
+            # `ip netns exec` execs the node in place: the pid, signals and exit code are the node's.
+            netns_exec = [IP or "ip", "netns", "exec", namespaces[letter]]
+            process = NodeProcess(args, tmp_path / f"{name}.log", prefix=netns_exec)
             hosts.append(Host(name, namespaces[letter], address, data_dir, process))
         a, b, c = hosts
 

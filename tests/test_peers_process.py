@@ -17,7 +17,7 @@ import pytest
 from node.process import NodeProcess
 from node.rpc.agora.v1 import node_pb2
 from node.security.certs import CertificateAuthority
-from node.store import StoreError, read_saved_view
+from node.store import read_saved_view, saved_peer_states
 
 PEERS = {
     "ping_interval_s": 0.25,
@@ -62,11 +62,7 @@ class Network:
 
     def states(self, observer: str) -> dict[str, str]:
         """peer name -> state in the view ``observer`` saved last ({} before its first save)."""
-        try:
-            view = read_saved_view(self.data_dir(observer))
-        except StoreError:
-            return {}
-        return {p.name: p.state for p in view.peers} if view is not None else {}
+        return saved_peer_states(self.data_dir(observer))
 
     def saved_peer(self, observer: str, name: str) -> Any:
         view = read_saved_view(self.data_dir(observer))
@@ -75,10 +71,6 @@ class Network:
 
     def logs(self) -> str:
         return "\n".join(f"--- {key}\n{process.log_tail(15)}" for key, process in self.processes.items())
-
-
-def node_id_of(process: NodeProcess) -> str:
-    return str(next(r["node_id"] for r in process.log_records() if r.get("event") == "node_started"))
 
 
 def wait_until(condition: Any, timeout_s: float, what: str, network: Network) -> float:
@@ -113,7 +105,7 @@ def test_kill_9_then_suspect_then_dead_then_rejoin(network: Network, record_prop
         "a full view on all four nodes",
         network,
     )
-    victim_id, old_address = node_id_of(victim), network.saved_peer("a", "c").address
+    victim_id, old_address = victim.node_id(), network.saved_peer("a", "c").address
 
     victim.kill()  # SIGKILL: no goodbye, no drain
     crashed = time.monotonic()
@@ -134,7 +126,7 @@ def test_kill_9_then_suspect_then_dead_then_rejoin(network: Network, record_prop
         assert first_seen["dead"] >= PEERS["dead_after_s"] - PEERS["ping_interval_s"], (observer, first_seen)
 
     restarted = network.start("c", seeds)  # same data dir: same key, new port
-    assert node_id_of(restarted) == victim_id
+    assert restarted.node_id() == victim_id
     wait_until(
         lambda: all(network.states(n).get("c") == "alive" for n in observers),
         20,
@@ -179,4 +171,4 @@ def test_a_saved_card_is_the_signed_protobuf(network: Network) -> None:
     wait_until(lambda: network.states("a").get("b") == "alive", 30, "b joined a", network)
     card = node_pb2.NodeCard.FromString(network.saved_peer("a", "b").card)
     validate_card(card, max_skew_ms=30_000)
-    assert card.name == "b" and card.node_id == node_id_of(network.processes["b-1"])
+    assert card.name == "b" and card.node_id == network.processes["b-1"].node_id()

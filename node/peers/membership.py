@@ -69,6 +69,7 @@ class Membership:
         self._tasks: list[asyncio.Task[None]] = []
         self._saved_version = -1
         self._joined = False
+        self._warned_at: dict[str, float] = {}  # join target -> when its failure was last logged
         self._closing: list[node_pb2.NodeCard] = []  # channels to close: peers that died or were forgotten
         view.listeners.append(self._on_transition)
 
@@ -136,8 +137,20 @@ class Membership:
                 target.address, target.server_name, timeout_s=self.settings.ping_timeout_s, attempts=1
             )
         except PeerCallError as exc:
-            level = logging.DEBUG if self._joined else logging.WARNING
-            log.log(level, "Hello to %s (%s) failed: %s: %s", target.address, target.origin, exc.code.name, exc.details)
+            # Until the node has joined, say why each seed fails, but once per rejoin interval, not
+            # at every retry; afterwards the next rejoin will tell.
+            now = time.monotonic()
+            quiet = self._joined or now - self._warned_at.get(target.address, -1e9) < self.settings.rejoin_interval_s
+            if not quiet:
+                self._warned_at[target.address] = now
+            log.log(
+                logging.DEBUG if quiet else logging.WARNING,
+                "Hello to %s%s failed: %s: %s",
+                target.address,
+                "" if target.origin == target.address else f" ({target.origin})",
+                exc.code.name,
+                exc.details,
+            )
             return False
         if reply.card.node_id == self.view.self_id:
             return False  # the seed list names this node itself (a headless service lists every pod)
