@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from node import __version__
 from node.client import PeerClient
-from node.config import ConfigError, Settings, split_host_port
+from node.config import ConfigError, Settings, join_host_port, split_host_port
 from node.metrics import MetricsServer, NodeMetrics
 from node.peers.cards import CardIssuer
 from node.peers.membership import Membership
@@ -124,8 +124,7 @@ class Node:
     def _advertise(self, port: int) -> str:
         node = self.settings.node
         host, advertised_port = split_host_port(node.advertise or node.listen)
-        port = advertised_port if node.advertise and advertised_port else port
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return join_host_port(host, advertised_port if node.advertise and advertised_port else port)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -149,7 +148,7 @@ class Node:
             self._stop_metrics()
             raise
         host, _ = split_host_port(node.listen)
-        grpc_address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        grpc_address = join_host_port(host, port)
         self.advertised = self._advertise(port)
         await self.membership.start()
         self.addresses = NodeAddresses(grpc=grpc_address, metrics_url=metrics_url)

@@ -7,13 +7,11 @@ agora certs issue --ca ca/ --name alice --dns alice.example --ip 10.0.0.5 --out 
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 from typing import Any
 
 from node.cli_errors import UsageError
-
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # the node-name rule of node.name
+from node.config import NODE_NAME
 
 
 def add_commands(commands: Any) -> None:
@@ -65,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
             authority.save(args.out)
             print(f"made CA {args.name!r} in {args.out} (keep {args.out / CA_KEY} private)")
             return 0
-        if not NAME.match(args.name):
+        if not NODE_NAME.fullmatch(args.name):
             raise UsageError(f"--name {args.name!r} is not a node name (letters, digits, . _ -; at most 64)")
         if (args.out / NODE_CERT).exists() and not args.force:
             raise UsageError(f"{args.out} already holds a node certificate; pass --force to replace it")

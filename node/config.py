@@ -36,6 +36,11 @@ def split_host_port(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port_text)
 
 
+def join_host_port(host: str, port: int) -> str:
+    """HOST:PORT, with an IPv6 host bracketed; the inverse of split_host_port."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def is_loopback_host(host: str) -> bool:
     """True for localhost and addresses in 127.0.0.0/8 or ::1."""
     if host == "localhost":

@@ -135,6 +135,16 @@ async def started(*nodes: Node) -> AsyncIterator[list[str]]:
         await asyncio.gather(*(node.stop() for node in running), return_exceptions=True)
 
 
+class Clock:
+    """A clock the test moves by hand (for PeerView, which takes its clock as an argument)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def eventually(condition: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> float:
     """Wait until ``condition()`` holds; returns the seconds it took."""
     loop = asyncio.get_running_loop()

@@ -26,7 +26,7 @@ from node.rpc.agora.v1 import node_pb2, peer_pb2
 from node.security.envelope import sign_card
 from node.security.identity import NodeIdentity
 from node.server import ServiceBinding
-from tests.nodes import loopback_settings
+from tests.nodes import Clock, loopback_settings
 
 PING = "/agora.v1.Peer/Ping"
 Context = aio.ServicerContext[Any, Any]
@@ -57,14 +57,6 @@ class FaultyNode(Node):
         self.faulty = FaultyPeerService(self.membership)
         self.faulty.script = []
         return ServiceBinding("agora.v1.Peer", lambda s: peer_pb2_grpc.add_PeerServicer_to_server(self.faulty, s))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Caller:

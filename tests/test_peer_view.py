@@ -17,18 +17,9 @@ from node.rpc.agora.v1 import node_pb2, peer_pb2
 from node.security.envelope import EnvelopeError, now_ms, sign_card
 from node.security.identity import NodeIdentity
 from node.store import STORE_FILE, PeerRecord, Store, StoreError, read_saved_view
+from tests.nodes import Clock
 
 TIMINGS = Timings(suspect_after_missed=3, dead_after_s=10.0, forget_after_s=60.0)
-
-
-class Clock:
-    """The view's monotonic clock, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def card_for(identity: NodeIdentity, name: str, issued_at: int, address: str = "127.0.0.1:5000") -> node_pb2.NodeCard:

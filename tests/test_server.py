@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -34,7 +33,7 @@ from node.rpc.agora.v1 import lesson_pb2, peer_pb2, teacher_pb2, teacher_pb2_grp
 from node.security import channel_credentials
 from node.server import ServiceBinding
 from tests.certs import CertificateAuthority
-from tests.nodes import SignedCaller, loopback_settings
+from tests.nodes import SignedCaller, eventually, loopback_settings
 
 TEACHER = "agora.v1.Teacher"
 PEER = "agora.v1.Peer"
@@ -154,15 +153,6 @@ def requests_total(node: Node, service: str, method: str, code: str) -> float:
 
 def in_flight(node: Node) -> float:
     return node.metrics.registry.get_sample_value("agora_rpc_in_flight") or 0.0
-
-
-async def eventually(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    """Wait until ``condition()`` holds (server-side bookkeeping may trail the client's reply)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition did not become true in time")
-        await asyncio.sleep(0.01)
 
 
 def fetch(url: str) -> str:

@@ -70,7 +70,7 @@ class Membership:
         self._saved_version = -1
         self._joined = False
         self._warned_at: dict[str, float] = {}  # join target -> when its failure was last logged
-        self._closing: list[node_pb2.NodeCard] = []  # channels to close: peers that died or were forgotten
+        self._closing: list[node_pb2.NodeCard] = []  # channels to close: peers that just died
         view.listeners.append(self._on_transition)
 
     def own_card(self) -> node_pb2.NodeCard:
@@ -206,9 +206,8 @@ class Membership:
             self.merge(reply.cards, source=node_id)
             if reply.wanted:
                 wanted = set(reply.wanted)
-                held = [own, *(p.card for p in self.view.peers(PeerState.ALIVE))]
                 push = peer_pb2.GossipRequest(
-                    digests=self.view.digests(own), cards=[c for c in held if c.node_id in wanted]
+                    digests=self.view.digests(own), cards=[c for c in self.view.live_cards(own) if c.node_id in wanted]
                 )
                 self.merge((await self._gossip_call(node_id, push)).cards, source=node_id)
         except PeerCallError as exc:
@@ -268,10 +267,9 @@ class Membership:
             await asyncio.sleep(max(interval - (time.monotonic() - started), 0.0))
 
     def _on_transition(self, transition: Transition) -> None:
-        if transition.new in (PeerState.DEAD, None):
-            peer = self.view.get(transition.node_id)
-            if peer is not None:
-                self._closing.append(peer.card)
+        # A forgotten peer was dead first, so its channel is already closed.
+        if transition.new is PeerState.DEAD and (peer := self.view.get(transition.node_id)) is not None:
+            self._closing.append(peer.card)
 
     def _export_counts(self) -> None:
         for state, count in self.view.counts().items():

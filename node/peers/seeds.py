@@ -9,7 +9,7 @@ import logging
 import socket
 from dataclasses import dataclass
 
-from node.config import split_host_port
+from node.config import join_host_port, split_host_port
 
 log = logging.getLogger("agora.peers")
 DNS_SCHEME = "dns:///"
@@ -23,10 +23,6 @@ class JoinTarget:
     address: str
     server_name: str | None
     origin: str
-
-
-def _join(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def resolve_seeds(seeds: list[str]) -> list[JoinTarget]:
@@ -45,7 +41,7 @@ async def resolve_seeds(seeds: list[str]) -> list[JoinTarget]:
             log.warning("seed %s does not resolve (%s); will ask again at the next rejoin", seed, exc)
             continue
         for _family, _type, _proto, _name, sockaddr in infos:
-            address = _join(str(sockaddr[0]), port)
+            address = join_host_port(str(sockaddr[0]), port)
             targets.setdefault(address, JoinTarget(address, None if _is_ip(host) else host, seed))
     return list(targets.values())
 

@@ -124,18 +124,23 @@ class PeerView:
 
     # --- anti-entropy --------------------------------------------------------------------------
 
+    def live_cards(self, own_card: node_pb2.NodeCard) -> list[node_pb2.NodeCard]:
+        """The cards this node gossips: its own and every alive peer's (never a dead one's)."""
+        return [own_card, *(p.card for p in self._peers.values() if p.state is PeerState.ALIVE)]
+
     def digests(self, own_card: node_pb2.NodeCard) -> list[peer_pb2.CardDigest]:
-        """(node_id, issued_at) of every alive peer's card and of our own."""
-        cards = [own_card, *(p.card for p in self._peers.values() if p.state is PeerState.ALIVE)]
-        return [peer_pb2.CardDigest(node_id=c.node_id, issued_at_unix_ms=c.issued_at_unix_ms) for c in cards]
+        """(node_id, issued_at) of every card we gossip."""
+        return [
+            peer_pb2.CardDigest(node_id=c.node_id, issued_at_unix_ms=c.issued_at_unix_ms)
+            for c in self.live_cards(own_card)
+        ]
 
     def newer_than(
         self, digests: Iterable[peer_pb2.CardDigest], own_card: node_pb2.NodeCard
     ) -> list[node_pb2.NodeCard]:
         """Cards we hold (alive peers' and our own) that the digests lack or hold in an older version."""
         theirs = {d.node_id: d.issued_at_unix_ms for d in digests}
-        cards = [own_card, *(p.card for p in self._peers.values() if p.state is PeerState.ALIVE)]
-        return [c for c in cards if theirs.get(c.node_id, -1) < c.issued_at_unix_ms]
+        return [c for c in self.live_cards(own_card) if theirs.get(c.node_id, -1) < c.issued_at_unix_ms]
 
     def wanted(self, digests: Iterable[peer_pb2.CardDigest]) -> list[str]:
         """node_ids in the digests whose card we lack or hold in an older version."""
