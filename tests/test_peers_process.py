@@ -134,9 +134,17 @@ def test_kill_9_then_suspect_then_dead_then_rejoin(network: Network, record_prop
         network,
     )
     assert restarted.started is not None
+    new_address = restarted.started.address
+    # Its first call may revive it before its new card (new address) arrives; gossip brings the card.
+    wait_until(
+        lambda: all(network.saved_peer(n, "c").address == new_address for n in observers),
+        20,
+        "c's new address in every view",
+        network,
+    )
     for observer in observers:
         peer = network.saved_peer(observer, "c")
-        assert peer.node_id == victim_id and peer.address == restarted.started.address != old_address
+        assert peer.node_id == victim_id and peer.address == new_address != old_address
     wait_until(lambda: network.states("c") == dict.fromkeys(observers, "alive"), 20, "c's own full view", network)
 
     shown = subprocess.run(
