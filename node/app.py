@@ -10,6 +10,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from node import __version__
 from node.client import PeerClient
@@ -26,6 +27,9 @@ from node.security.identity import IdentityError, NodeIdentity
 from node.server import NodeServer, ServiceBinding, not_built_servicer
 from node.store import STORE_FILE, Store, StoreError
 
+if TYPE_CHECKING:  # the teacher brings torch; a node that does not teach never imports it
+    from teacher.core import TeacherCore
+
 log = logging.getLogger("agora.node")
 
 ROLE_VALUES = {"teacher": node_pb2.ROLE_TEACHER, "student": node_pb2.ROLE_STUDENT}
@@ -41,8 +45,8 @@ class NodeAddresses:
 
 
 class Node:
-    """One Agora node: identity, store, peer view and membership, gRPC server and metrics (and,
-    with later features, model and roles). Subclass and override ``services`` to plug in or
+    """One Agora node: identity, store, peer view and membership, gRPC server and metrics, and
+    the teacher (model, private data, ledger, guard) when it teaches. Subclass and override ``services`` to plug in or
     fault-inject services.
 
     Construction reads the node's key, certificates and store, so a bad data dir or missing TLS
@@ -72,6 +76,11 @@ class Node:
         self.membership = Membership(
             settings, self.view, self.client, self.issuer, self.own_load, self.metrics, self.store
         )
+        self.teacher: TeacherCore | None = None
+        if "teacher" in settings.node.roles and settings.teacher.tasks:
+            from teacher.build import build_teacher
+
+            self.teacher = build_teacher(settings, self.identity, self.store, self.metrics)
         self.auth = AuthInterceptor(settings, self.identity, self.view, self.metrics)
         self.server = NodeServer(settings, self.metrics, self.services(), auth=self.auth)
         self._metrics_server: MetricsServer | None = None
@@ -94,10 +103,17 @@ class Node:
         return ServiceBinding("agora.v1.Peer", lambda server: peer_pb2_grpc.add_PeerServicer_to_server(service, server))
 
     def teacher_service(self) -> ServiceBinding:
-        """Not built yet: every method answers UNIMPLEMENTED with a sentence."""
-        teacher = not_built_servicer(
-            teacher_pb2_grpc.TeacherServicer, teacher_pb2.DESCRIPTOR.services_by_name["Teacher"]
-        )
+        """The Teacher service; on a node that teaches nothing every method answers UNIMPLEMENTED."""
+        if self.teacher is not None:
+            from teacher.service import TeacherService
+
+            teacher: Any = TeacherService(self.teacher)
+        else:
+            teacher = not_built_servicer(
+                teacher_pb2_grpc.TeacherServicer,
+                teacher_pb2.DESCRIPTOR.services_by_name["Teacher"],
+                "this node teaches nothing (it needs the teacher role and teacher.tasks)",
+            )
         return ServiceBinding("agora.v1.Teacher", lambda s: teacher_pb2_grpc.add_TeacherServicer_to_server(teacher, s))
 
     # --- the card ------------------------------------------------------------------------------
@@ -114,10 +130,9 @@ class Node:
             roles=[ROLE_VALUES[role] for role in roles],
             teaches=settings.teacher.tasks if "teacher" in roles else [],
             learns=[settings.student.task] if "student" in roles else [],
-            model=node_pb2.ModelInfo(id=self.model_label),
+            model=self.teacher.model_info if self.teacher else node_pb2.ModelInfo(id=self.model_label),
             load=self.own_load(),
-            # The privacy ledger lands with the teacher feature; until then nothing is spent.
-            epsilon_left=settings.privacy.epsilon_budget if "teacher" in roles else 0.0,
+            epsilon_left=self.teacher.releaser.ledger.left if self.teacher else 0.0,
             software_version=__version__,
         )
 
@@ -182,6 +197,8 @@ class Node:
         await self.server.stop(node.shutdown_grace_s, node.drain_notice_s)
         await self.membership.stop()
         self._stop_metrics()
+        if self.teacher is not None:
+            self.teacher.host.close()
         self.store.close()
         log.info(
             "node %s stopped cleanly after %.2fs",

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from node import __version__, cli_certs, cli_model, cli_peers
+from node import __version__, cli_audit, cli_certs, cli_model, cli_peers, cli_privacy, cli_teacher
 from node.cli_errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from node.config import ConfigError, Settings, load_settings, overrides_to_dict, parse_override
 from node.logs import configure_logging
@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli_model.add_commands(commands)
     cli_certs.add_commands(commands)
     cli_peers.add_command(commands, _config_arguments)
+    cli_audit.add_command(commands)
+    cli_privacy.add_command(commands, _config_arguments)
+    cli_teacher.add_command(commands, _config_arguments)
     return parser
 
 
@@ -209,6 +212,14 @@ def _peers(args: argparse.Namespace) -> int:
     return cli_peers.run(args, _settings_from(args))
 
 
+def _privacy(args: argparse.Namespace) -> int:
+    return cli_privacy.run(args, _settings_from(args))
+
+
+def _teacher(args: argparse.Namespace) -> int:
+    return cli_teacher.run(args, _settings_from(args))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {
@@ -219,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         "task": cli_model.run,
         "certs": cli_certs.run,
         "peers": _peers,
+        "audit": cli_audit.run,
+        "privacy": _privacy,
+        "teacher": _teacher,
     }
     try:
         return handlers[args.command](args)

@@ -248,6 +248,26 @@ class PrivacySection(Section):
         le=1,
         description="Block lessons closer than this normalized Levenshtein distance to a private record.",
     )
+    block_pii: bool = Field(
+        False, description="Also block lessons containing e-mail addresses, phone, card or social security numbers."
+    )
+    shards: int = Field(
+        16, ge=2, le=1024, description="Disjoint shards private data is split into for PATE and DP-ICL votes."
+    )
+    gnmax_sigma: float = Field(
+        40.0, gt=0, description="GNMax Gaussian noise std on shard vote counts (answers, labels, example votes)."
+    )
+    lnmax_epsilon: float | None = Field(
+        None, gt=0, description="Use LNMax (Laplace, this epsilon per query) instead of GNMax; none = GNMax."
+    )
+    keyword_epsilon: float = Field(
+        1.0, gt=0, description="DP-ICL: epsilon of the exponential-mechanism top-k* keyword selection per instruction."
+    )
+    keyword_count: int = Field(8, ge=1, le=64, description="DP-ICL: keywords (k*) selected per instruction.")
+    ptr_epsilon: float = Field(0.5, gt=0, description="DP-ICL: epsilon of the propose-test-release gap test.")
+    ptr_delta: float = Field(
+        1e-9, gt=0, lt=1, description="DP-ICL: delta of a propose-test-release that passes (exact top-k* released)."
+    )
 
 
 class MetricsSection(Section):
@@ -262,6 +282,16 @@ class TeacherSection(Section):
     )
     max_batch: int = Field(64, ge=1, description="Largest number of prompts or items accepted in one request.")
     max_new_tokens: int = Field(128, ge=1, description="Default and cap for generated tokens per continuation.")
+    examples_per_shard: int = Field(
+        8, ge=1, le=64, description="Private examples per shard prompt (n_gen; Social Learning shows 8)."
+    )
+    temperature: float = Field(0.7, gt=0, le=5, description="Default sampling temperature tau for generated lessons.")
+    max_examples: int = Field(16, ge=1, le=256, description="Cap on examples per Exemplify lesson.")
+    max_rounds: int = Field(
+        5, ge=1, le=50, description="Critique refuses refinement rounds past this (TriPosT uses 5)."
+    )
+    max_posed: int = Field(16, ge=1, le=256, description="Cap on generalized variants plus harder levels per Pose.")
+    max_text_chars: int = Field(4096, ge=16, description="Longest question, attempt, prompt or item text accepted.")
 
 
 class StudentSection(Section):

@@ -89,6 +89,40 @@ class NodeMetrics:
             registry=self.registry,
         )
 
+        self.lessons_sent = Counter(
+            "agora_lessons_sent",
+            "Lessons this teacher released, by kind and task.",
+            ["kind", "task"],
+            registry=self.registry,
+        )
+        self.lessons_blocked = Counter(
+            "agora_lessons_blocked",
+            "Lessons the leakage guard kept from leaving, by the check that blocked them.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.privacy_refusals = Counter(
+            "agora_privacy_refusals",
+            "Releases refused because they would exceed a privacy budget, by scope (node, recipient).",
+            ["scope"],
+            registry=self.registry,
+        )
+        self.epsilon_spent = Gauge(
+            "agora_privacy_epsilon_spent",
+            "Epsilon this teacher has spent, composed by its accountant at privacy.delta.",
+            registry=self.registry,
+        )
+        self.epsilon_budget = Gauge(
+            "agora_privacy_epsilon_budget",
+            "Epsilon this teacher may spend in all (privacy.epsilon_budget).",
+            registry=self.registry,
+        )
+        self.generated_tokens = Counter(
+            "agora_generated_tokens",
+            "Tokens the hosted model generated.",
+            registry=self.registry,
+        )
+
 
 class MetricsServer:
     """Serves a registry on ``/metrics`` over HTTP from a daemon thread."""

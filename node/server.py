@@ -41,17 +41,16 @@ class ServiceBinding:
     add_to_server: Callable[[aio.Server], None]
 
 
-def not_built_servicer(base: type[Any], service: ServiceDescriptor) -> Any:
+def not_built_servicer(base: type[Any], service: ServiceDescriptor, why: str | None = None) -> Any:
     """A servicer for ``service`` whose every method answers UNIMPLEMENTED with a sentence.
 
-    Used for the parts of the wire contract this version of Agora does not serve yet, so that
-    a caller learns that plainly instead of getting a generic "Method not found".
+    Used for the parts of the wire contract this node does not serve (not built yet, or not
+    configured: `why`), so that a caller learns that plainly instead of a generic "Method not found".
     """
 
     def make(method_name: str) -> Callable[..., Any]:
-        message = (
-            f"{service.full_name}/{method_name} is not built yet in Agora {__version__}; this node cannot answer it"
-        )
+        reason = why or f"it is not built yet in Agora {__version__}"
+        message = f"{service.full_name}/{method_name}: {reason}; this node cannot answer it"
 
         async def unimplemented(self: Any, request: Any, context: aio.ServicerContext[Any, Any]) -> NoReturn:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)

@@ -1,19 +1,21 @@
 """The node's SQLite store (WAL) in ``<data_dir>/agora.db``.
 
-For now it holds the peer view, so that `agora peers` can show a running node's view and a
-restarted node knows whom to rejoin through; the privacy ledger, lessons and checkpoint index
-join it with the teacher and student features. Schema changes are numbered migrations applied
-in order (``PRAGMA user_version``). Cards are kept as the protobuf bytes their nodes signed, so
-they can be verified again after loading; nothing is pickled.
+It holds the peer view (so that `agora peers` can show a running node's view and a restarted
+node knows whom to rejoin through), a teacher's privacy ledger and the lessons it sent. Schema
+changes are numbered migrations applied in order (``PRAGMA user_version``). Cards and lessons
+are kept as the protobuf bytes their nodes signed, so they can be verified again after loading;
+nothing is pickled.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from pathlib import Path
+from typing import Any
 
 STORE_FILE = "agora.db"
 
@@ -29,6 +31,29 @@ MIGRATIONS: tuple[str, ...] = (
         missed_heartbeats INTEGER NOT NULL,
         in_flight_rpcs INTEGER NOT NULL,
         card BLOB NOT NULL
+    );
+    """,
+    # 2: the teacher's privacy ledger (append-only DP events) and every lesson it sent.
+    """
+    CREATE TABLE privacy_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_unix_ms INTEGER NOT NULL,
+        mechanism TEXT NOT NULL,
+        parameters TEXT NOT NULL,
+        epsilon REAL NOT NULL,
+        delta REAL NOT NULL,
+        recipient TEXT NOT NULL,
+        lesson_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        epsilon_spent_after REAL NOT NULL
+    );
+    CREATE TABLE lessons (
+        lesson_id TEXT PRIMARY KEY,
+        at_unix_ms INTEGER NOT NULL,
+        recipient TEXT NOT NULL,
+        task TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        lesson BLOB NOT NULL
     );
     """,
 )
@@ -115,6 +140,23 @@ class Store:
         with self._lock:
             return _read_view(self._db)
 
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE: writers queue, readers carry on); rolled back
+        if the block raises."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def rows(self, sql: str, parameters: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return list(self._db.execute(sql, parameters).fetchall())
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -155,3 +197,17 @@ def saved_peer_states(data_dir: Path) -> dict[str, str]:
     except StoreError:
         return {}
     return {peer.name: peer.state for peer in view.peers} if view is not None else {}
+
+
+def read_rows(data_dir: Path, sql: str, parameters: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+    """Rows of a query on data_dir's store, opened read-only (a running node may be writing it)."""
+    path = data_dir / STORE_FILE
+    if not path.exists():
+        raise StoreError(f"there is no store at {path}: has a node run with node.data_dir = {data_dir}?")
+    db = _connect(path, read_only=True)
+    try:
+        return list(db.execute(sql, parameters).fetchall())
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from None
+    finally:
+        db.close()

@@ -15,3 +15,15 @@ def _no_agora_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if key.startswith("AGORA_"):
             monkeypatch.delenv(key)
     yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny models on one intra-op thread: with two, a loaded 2-core CI machine runs them 10-30x
+    slower (each op's threads wait on each other), and tests run nodes and models side by side."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

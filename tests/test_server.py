@@ -205,9 +205,9 @@ def agora_methods() -> list[tuple[ServiceDescriptor, str]]:
     return [(service, method.name) for service in services for method in service.methods]
 
 
-def test_every_teacher_method_answers_not_built_yet_to_a_signed_caller() -> None:
-    """On a plain Node every agora.v1.Teacher method answers a signed caller UNIMPLEMENTED with a
-    sentence naming the method, and is counted under its own service and method."""
+def test_every_teacher_method_answers_unimplemented_on_a_node_that_teaches_nothing() -> None:
+    """On a Node with no teacher.tasks every agora.v1.Teacher method answers a signed caller
+    UNIMPLEMENTED with a sentence naming the method and why, counted under its service and method."""
     node = Node(loopback_settings())
     methods = [(s, m) for s, m in agora_methods() if s.full_name == TEACHER]
     assert len(methods) == 6
@@ -220,7 +220,7 @@ def test_every_teacher_method_answers_not_built_yet_to_a_signed_caller() -> None
                 call = channel.unary_unary(path, request_type.SerializeToString, None)
                 error = await rpc_error(call(caller.sealed(request_type(), path), timeout=5))
                 assert error.code() == grpc.StatusCode.UNIMPLEMENTED, (method, error)
-                assert f"{service.full_name}/{method} is not built yet" in (error.details() or "")
+                assert f"{service.full_name}/{method}: this node teaches nothing" in (error.details() or "")
             await eventually(
                 lambda: all(requests_total(node, s.full_name, m, "UNIMPLEMENTED") == 1 for s, m in methods)
             )

@@ -241,6 +241,26 @@ class ArithmeticTask(Task):
         meta = {"length": length, "depth": solution.depth}
         return Example(question, "\n".join(solution.lines()), str(solution.answer), split, meta)
 
+    def solve(self, question: str) -> Example | None:
+        try:
+            return self.example(question.strip())
+        except TaskError:
+            return None
+
+    def pose(self, question: str, n_generalized: int, n_harder: int, seed: int = 0) -> list[tuple[str, int]] | None:
+        """Variants: same leaf length and depth, new numbers; level h: h more operands per leaf
+        (at most 8), and one level deeper from level 2 on (at most depth 3)."""
+        example = self.solve(question)
+        if example is None:
+            return None
+        length, depth = int(str(example.meta["length"])), int(str(example.meta["depth"]))
+        rng = random.Random(f"{question}|{seed}")
+        posed = [(_random_question(rng, length, depth), 0) for _ in range(n_generalized)]
+        for level in range(1, n_harder + 1):
+            harder = (min(length + level, 8), min(depth + level // 2, 3))
+            posed.append((_random_question(rng, *harder), level))
+        return posed
+
     def verify(self, example: Example, rationale: str) -> Verdict:
         solution = _solve(example.question)
         if solution is None:

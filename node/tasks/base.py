@@ -105,6 +105,16 @@ class Task(ABC):
         """The text a model is conditioned on before it writes its rationale."""
         return f"{question}\nAnswer: "
 
+    def solve(self, question: str) -> Example | None:
+        """The example (gold rationale and answer) of any question of this task, or None when the
+        task cannot work one out from the question alone (its answers are data, not computed)."""
+        return None
+
+    def pose(self, question: str, n_generalized: int, n_harder: int, seed: int = 0) -> list[tuple[str, int]] | None:
+        """YODA questions built from a basic one: n_generalized variants of the same shape (level 0)
+        then one harder question per level 1..n_harder; None when the task cannot build them."""
+        return None
+
     def improve(self, example: Example, rationale: str, verdict: Verdict) -> str:
         """An improved rationale: the attempt's correct prefix, then the gold steps from the wrong one on."""
         if verdict.correct:

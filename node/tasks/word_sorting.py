@@ -339,6 +339,25 @@ class WordSortingTask(Task):
             meta={"n_words": len(words), "depth": max(s.index for s in steps) + 1},  # letters compared, at most
         )
 
+    def solve(self, question: str) -> Example | None:
+        if not question.startswith(QUESTION_HEAD):
+            return None
+        try:
+            return self.example(question.removeprefix(QUESTION_HEAD).split())
+        except TaskError:
+            return None
+
+    def pose(self, question: str, n_generalized: int, n_harder: int, seed: int = 0) -> list[tuple[str, int]] | None:
+        """Variants: as many new words; level h: h more words (ties by shared prefixes as usual)."""
+        example = self.solve(question)
+        if example is None:
+            return None
+        n_words = int(str(example.meta["n_words"]))
+        rng = random.Random(f"{question}|{seed}")
+        posed = [(self.example(self._draw(rng, n_words)).question, 0) for _ in range(n_generalized)]
+        posed += [(self.example(self._draw(rng, n_words + level)).question, level) for level in range(1, n_harder + 1)]
+        return posed
+
     def _draw(self, rng: random.Random, n_words: int) -> list[str]:
         words = [rng.choice(self.words)]
         while len(words) < n_words:

@@ -9,7 +9,8 @@ a DP mechanism charged to the teacher's ledger, then the leakage guard. Errors:
 INVALID_ARGUMENT for a bad request (the message names the field), RESOURCE_EXHAUSTED when
 the privacy budget or the caller's rate limit would be exceeded, FAILED_PRECONDITION when
 the leakage guard blocked the lesson (the message gives the reason), UNAVAILABLE while the
-node drains, NOT_FOUND for a task the teacher does not teach.
+node drains; a task the teacher does not teach is INVALID_ARGUMENT too, naming the tasks it
+does teach.
 """
 
 from node.rpc.agora.v1 import teacher_pb2 as _teacher_pb2
