@@ -300,3 +300,35 @@ def test_read_canaries_errors(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\xfa" + string.ascii_letters.encode())
     with pytest.raises(ValueError, match=re.escape(str(binary))):
         LeakageGuard.read_canaries(binary)
+
+
+# --- the public baseline: a task's public format and the recipient's own words leak nothing ---
+
+TEMPLATE = "(1) This equation can be written as (A * B), where A = (%d + %d) and B = (%d - %d)."
+
+
+def templated(*numbers: int) -> str:
+    return TEMPLATE % numbers
+
+
+def test_a_public_template_is_not_a_leak_but_a_copied_record_still_is() -> None:
+    private = [templated(1, 2, 3, 4) + " (Final response) So the answer is -3."]
+    public = [templated(5, 6, 7, 8), templated(9, 1, 2, 3)]
+    lesson = templated(6, 2, 8, 5)  # same format, other numbers: what a scripted critique writes
+    bare = LeakageGuard(private).check(lesson)
+    assert not bare.passed  # without the baseline the format alone blocks
+    guarded = LeakageGuard(private, public_texts=public)
+    verdict = guarded.check(lesson)
+    assert verdict.passed, verdict.reason
+    copied = guarded.check("Sure: " + private[0])
+    assert not copied.passed and copied.blocked_by in ("verbatim_ngram", "levenshtein")
+
+
+def test_what_the_recipient_sent_does_not_count_but_what_the_teacher_adds_does() -> None:
+    record = "the quiet harbor keeps seven blue boats tied to the northern pier at dawn"
+    guard = LeakageGuard([record])
+    prompt = "the quiet harbor keeps seven blue boats"  # the student's own 7 tokens
+    echoed = guard.check(prompt + " and something else entirely different happens later", request=prompt)
+    assert echoed.passed, echoed.reason
+    continued = guard.check(prompt + " tied to the northern pier at dawn", request=prompt)
+    assert not continued.passed and continued.blocked_by == "verbatim_ngram"

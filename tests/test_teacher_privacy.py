@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 import yaml
 from grpc import aio
 
@@ -19,7 +20,7 @@ from node.app import Node
 from node.llm.host import ModelHost
 from node.llm.loading import TinySpec
 from node.llm.training import TrainingExample
-from node.privacy.accounting import Accountant, gnmax_charge
+from node.privacy.accounting import Accountant, epsilon_of, gnmax_charge, lnmax_charge
 from node.privacy.ledger import PrivacyLedger, read_ledger
 from node.process import NodeProcess
 from node.rpc.agora.v1 import teacher_pb2
@@ -230,3 +231,32 @@ def test_kill_9_during_a_burst_loses_no_granted_release(tmp_path: Path) -> None:
         store.close()
     finally:
         assert restarted.terminate() == 0
+
+
+def test_lnmax_and_per_recipient_budgets_over_grpc() -> None:
+    """With privacy.lnmax_epsilon the votes are LNMax; each student's own composition is capped by
+    privacy.per_recipient_epsilon while the others go on."""
+    cap = epsilon_of(lnmax_charge(0.5, SHARDS, queries=2), 1e-6) * 1.001
+    settings = teacher_settings(privacy={"lnmax_epsilon": 0.5, "shards": SHARDS, "per_recipient_epsilon": cap})
+    node = Node(settings)
+    task = lookup_task(settings)
+
+    async def students(address: str) -> None:
+        async with aio.insecure_channel(address) as channel:
+            alice, bob = Student(channel, "alice"), Student(channel, "bob")
+            await alice.hello(channel)
+            await bob.hello(channel)
+            for i in range(2):
+                await alice.call("Score", score_request(task, i))
+            with pytest.raises(aio.AioRpcError) as refused:
+                await alice.call("Score", score_request(task, 3))
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "per-recipient privacy budget" in str(refused.value.details())
+            await bob.call("Score", score_request(task, 4))
+
+    with running_node(node) as addresses:
+        asyncio.run(students(addresses.grpc))
+        events = node.teacher.releaser.ledger.events()  # type: ignore[union-attr]
+    assert [e.charge.mechanism for e in events] == ["lnmax"] * 3
+    assert events[0].epsilon == pytest.approx(epsilon_of(lnmax_charge(0.5, SHARDS), 1e-6))
+    assert [e.recipient for e in events].count(events[0].recipient) == 2
