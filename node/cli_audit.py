@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from node.cli_errors import EXIT_OK, UsageError
+from node.cli_errors import EXIT_OK, UsageError, table_lines
 
 if TYPE_CHECKING:
     from node.privacy.audit import AuditReport, Canary
@@ -115,14 +115,7 @@ def render_table(report: AuditReport) -> str:
         ]
         for r in report.results
     ]
-    widths = [max(len(cell) for cell in column) for column in zip(columns, *rows, strict=True)]
-    # Text columns align left, numbers right, so digits line up.
-    lines = [
-        "  ".join(
-            cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in [columns, *rows]
-    ]
+    lines = table_lines(columns, rows, right_from=2)  # text left, numbers right, so digits line up
     summary = (
         f"{len(report.results)} canaries x {report.runs} runs of {report.candidates} candidates: mean rank "
         f"{report.mean_rank:.1f} (chance {report.chance_rank:.1f}), rank 0 in {report.rank0_count} of "

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from node.cli_errors import EXIT_OK, UsageError
+from node.cli_errors import EXIT_OK, UsageError, table_lines
 from node.config import Settings
 from node.rpc.agora.v1 import node_pb2
 from node.store import PeerRecord, SavedView, StoreError, read_saved_view
@@ -99,9 +99,7 @@ def render_table(view: SavedView, settings: Settings, now_ms: int) -> str:
     ]
     if not rows:
         return head + "\n(no peers known)"
-    widths = [max(len(str(cell)) for cell in column) for column in zip(columns, *rows, strict=True)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-             for row in [columns, *rows]]  # fmt: skip
+    lines = table_lines(columns, rows)
     return "\n".join([head, *lines])
 
 

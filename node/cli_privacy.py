@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from node.cli_errors import EXIT_OK, UsageError
+from node.cli_errors import EXIT_OK, UsageError, table_lines
 from node.config import Settings
 from node.store import StoreError
 
@@ -81,9 +81,7 @@ def render_table(summary: LedgerSummary, last: int) -> str:
         ]
         for e in summary.events[-last:]
     ]
-    widths = [max(len(cell) for cell in column) for column in zip(columns, *rows, strict=True)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-             for row in [columns, *rows]]  # fmt: skip
+    lines = table_lines(columns, rows)
     shown = f"(last {last} of {len(summary.events)})" if len(summary.events) > last else ""
     return "\n".join([head, *lines, *([shown] if shown else [])])
 
