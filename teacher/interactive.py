@@ -118,7 +118,8 @@ async def critique(core: TeacherCore, request: teacher_pb2.CritiqueRequest, rele
             text=verdict.feedback,
             improved_answer="" if verdict.correct else task.improve(example, request.attempt, verdict),
         )
-        texts, known = [feedback.text, feedback.improved_answer], [request.question, request.attempt]
+        # The gold rationale follows from the question by public code: the student knows it as well.
+        texts, known = [feedback.text, feedback.improved_answer], [request.question, request.attempt, example.rationale]
         return Draft(request.task, feedback, texts, "none", parents=parents, known=known)
     # No verifier: the private shards judge the student's answer against the model's own.
     student = task.extract_answer(request.attempt) or request.attempt.strip().splitlines()[-1].strip()

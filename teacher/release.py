@@ -63,6 +63,23 @@ _BODY_FIELDS = {
 }
 
 
+_WORST = {"levenshtein": min}  # the smaller distance is the worse; for every other check the larger count
+
+
+def check_parts(guard: LeakageGuard, texts: Sequence[str], known: str) -> GuardVerdict:
+    """Guard each text on its own, so that no n-gram spans two of them (a feedback sentence and
+    the answer after it), and report each check's worst value over the parts."""
+    verdicts = [guard.check(text, known) for text in texts if text] or [guard.check("", known)]
+    blocked = next((verdict for verdict in verdicts if not verdict.passed), None)
+    if blocked is not None:
+        return blocked
+    worst = []
+    for index, check in enumerate(verdicts[0].checks):
+        pick = _WORST.get(check.name, max)
+        worst.append(pick((verdict.checks[index] for verdict in verdicts), key=lambda c: c.value))
+    return GuardVerdict(tuple(worst))
+
+
 class Release:
     """One request's way out: at most one ledger charge, then the guard and the signature."""
 
@@ -85,7 +102,7 @@ class Release:
 
     async def finish(self, draft: Draft, model: node_pb2.ModelInfo) -> lesson_pb2.Lesson:
         teacher = self.teacher
-        verdict = await asyncio.to_thread(teacher.guard.check, "\n".join(draft.texts), "\n".join(draft.known))
+        verdict = await asyncio.to_thread(check_parts, teacher.guard, draft.texts, "\n".join(draft.known))
         if not verdict.passed:
             blocked_by = verdict.blocked_by or "unknown"
             teacher.metrics.lessons_blocked.labels(reason=blocked_by).inc()

@@ -109,10 +109,13 @@ def test_seven_gram_passes_and_reports_exact_run() -> None:
     assert check.passed and check.value == 7.0
 
 
-def test_longest_run_is_exact_and_punctuation_counts() -> None:
+def test_longest_run_is_exact_and_punctuation_is_not_a_token() -> None:
     text = "Alice paid the invoice from her savings account on Tuesday after the quarterly review, fine."
     check = result(LeakageGuard([RECORD], min_edit_distance=0).check(text), "verbatim_ngram")
-    assert check.value == 14.0  # "alice ... review"; the comma breaks the run ("meeting" follows in the record)
+    assert check.value == 14.0  # "alice ... review"; "fine" breaks the run ("meeting" follows in the record)
+    spaced = "Alice -- paid (the) invoice: from her savings account; on Tuesday"
+    check = result(LeakageGuard([RECORD], min_edit_distance=0).check(spaced), "verbatim_ngram")
+    assert check.value == 10.0 and not check.passed  # punctuation in between does not hide a copied run
 
 
 def test_passing_run_capped_at_sixteen_for_long_ngrams() -> None:
@@ -332,3 +335,16 @@ def test_what_the_recipient_sent_does_not_count_but_what_the_teacher_adds_does()
     assert echoed.passed, echoed.reason
     continued = guard.check(prompt + " tied to the northern pier at dawn", request=prompt)
     assert not continued.passed and continued.blocked_by == "verbatim_ngram"
+
+
+def test_lesson_parts_are_guarded_one_by_one_and_report_their_worst_values() -> None:
+    from teacher.release import check_parts
+
+    record = "one two three four five six seven eight nine ten"
+    guard = LeakageGuard([record], min_edit_distance=0.2)
+    joined = guard.check("the feedback ends with one two three four\nfive six seven eight is how it goes on")
+    assert not joined.passed  # run together, the two parts spell a private 8-gram
+    parts = check_parts(guard, ["the feedback ends with one two three four", "five six seven eight is how"], "")
+    assert parts.passed, parts.reason
+    assert result(parts, "verbatim_ngram").value == 4.0
+    assert not check_parts(guard, ["fine", "x one two three four five six seven eight"], "").passed

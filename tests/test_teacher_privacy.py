@@ -84,7 +84,7 @@ def test_200_concurrent_releases_against_a_budget_for_50() -> None:
 # --- hostile students against a teacher whose model memorized its secrets ----------------------
 
 CANARIES = ["the vault code is 4821", "my sisters name is maren"]
-TOKENS = re.compile(r"\w+|[^\w\s]")
+TOKENS = re.compile(r"\w+")
 
 
 def memorizing_teacher(directory: Path) -> dict[str, Any]:

@@ -9,8 +9,9 @@ report lists every value; the first failed one names the block:
    ("4821", "the vault code is 4821"): a tiny char-level model may space or punctuate what it recites.
    This errs towards blocking: a canary also matches inside longer words or numbers and across word
    breaks, so configure the distinctive phrases that were planted rather than short bare codes.
-2. ``verbatim_ngram``: tokens are ``re.findall(r"\w+|[^\w\s]", text.casefold())`` (runs of word
-   characters, and single punctuation marks). The value is the exact longest run of consecutive
+2. ``verbatim_ngram``: tokens are words, ``re.findall(r"\w+", text.casefold())``; punctuation
+   and signs are not tokens, so in a numeric task 8 tokens are 8 numbers, not 3 numbers with
+   their brackets and minus signs (which made chance matches common). The value is the exact longest run of consecutive
    tokens shared with one private record; blocked when it reaches ``ngram``. A hashed index of the
    records' ``ngram``-grams built once gives the yes/no; the exact run is then measured against the
    records that share one. A passing value comes from hashed k-gram sets for k < ``ngram``, kept
@@ -49,7 +50,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-_TOKEN = re.compile(r"\w+|[^\w\s]")
+_TOKEN = re.compile(r"\w+")
 _NOT_ALNUM = re.compile(r"[\W_]+")
 _SHORTER_CAP = 16  # longest k-gram kept for reporting a passing verbatim run
 _CHECK_EVERY = 16  # DP rows between two row-minimum checks (each costs about as much as 5 rows)
@@ -63,7 +64,7 @@ _PII = (
 
 
 def tokenize(text: str) -> list[str]:
-    """The verbatim check's tokens: words and single punctuation marks, casefolded."""
+    """The verbatim check's tokens: words (runs of letters, digits and _), casefolded."""
     return _TOKEN.findall(text.casefold())
 
 
