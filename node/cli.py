@@ -7,6 +7,7 @@
     agora task list|sample                the task library and its gold rationales
     agora certs init-ca|issue             the network CA and node certificates (mTLS)
     agora peers --config node.yaml        a node's view of its peers
+    agora learn --config student.yaml     run a student: learn from the network's teachers
 
 Exit codes: 0 success, 1 the operation failed (node not serving, port taken), 2 bad input
 (usage, invalid config) with one message and no traceback.
@@ -24,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from node import __version__, cli_audit, cli_certs, cli_model, cli_peers, cli_privacy, cli_teacher
+from node import __version__, cli_audit, cli_certs, cli_learn, cli_model, cli_peers, cli_privacy, cli_teacher
 from node.cli_errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from node.config import ConfigError, Settings, load_settings, overrides_to_dict, parse_override
 from node.logs import configure_logging
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_audit.add_command(commands)
     cli_privacy.add_command(commands, _config_arguments)
     cli_teacher.add_command(commands, _config_arguments)
+    cli_learn.add_command(commands, _config_arguments)
     return parser
 
 
@@ -220,6 +222,10 @@ def _teacher(args: argparse.Namespace) -> int:
     return cli_teacher.run(args, _settings_from(args))
 
 
+def _learn(args: argparse.Namespace) -> int:
+    return cli_learn.run(args, _settings_from(args, cli_learn.flags(args)))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {
@@ -233,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         "audit": cli_audit.run,
         "privacy": _privacy,
         "teacher": _teacher,
+        "learn": _learn,
     }
     try:
         return handlers[args.command](args)

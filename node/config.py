@@ -297,10 +297,57 @@ class TeacherSection(Section):
 class StudentSection(Section):
     task: str = Field("arithmetic", description="Task this node learns.")
     algorithm: AlgorithmName = Field("tripost", description="Learning algorithm: tripost, yoda, social, tnd or sft.")
-    steps: int = Field(100, ge=1, description="Learning steps to run.")
+    steps: int = Field(100, ge=1, description="Learning steps (optimizer updates) to run.")
     eval_every: int = Field(20, ge=1, description="Evaluate on held-out splits every this many steps.")
     checkpoint_every: int = Field(20, ge=1, description="Write a checkpoint every this many steps.")
     seed: int = Field(0, description="Random seed for sampling and data order.")
+    batch_size: int = Field(8, ge=1, le=1024, description="Training examples per update.")
+    lr: float = Field(1e-3, gt=0, le=1, description="AdamW learning rate of every update.")
+    eval_n: int = Field(32, ge=1, le=10_000, description="Held-out problems per split in each evaluation.")
+    warmup_steps: int = Field(
+        0, ge=0, description="SFT updates on the task's gold rationales before learning from teachers (0 = none)."
+    )
+    lesson_timeout_s: float = Field(
+        180.0, gt=0, description="Deadline of one lesson call; generated lessons take tens of seconds on a CPU."
+    )
+    teacher_wait_s: float = Field(
+        120.0, ge=0, description="How long to keep backing off when no teacher of the task answers before giving up."
+    )
+    dp_epsilon: float | None = Field(
+        None, gt=0, description="Run the gold-rationale SFT under DP-SGD (Opacus) with this target epsilon; none = off."
+    )
+    dp_delta: float | None = Field(None, gt=0, lt=1, description="DP-SGD delta; none = privacy.delta.")
+    dp_expected_batch: int = Field(8, ge=1, description="DP-SGD expected batch (Poisson rate q = this / records).")
+    dp_epochs: float = Field(1.0, gt=0, description="DP-SGD epochs over the student's own records.")
+    dp_max_grad_norm: float = Field(1.0, gt=0, description="DP-SGD per-example clipping norm C.")
+    dp_records: int = Field(256, ge=2, description="The student's own gold-rationale records used under DP-SGD.")
+    tripost_iterations: int = Field(3, ge=1, description="TriPosT: collect-then-train iterations (the paper: 3).")
+    tripost_questions: int = Field(16, ge=1, description="TriPosT: training questions attempted per iteration.")
+    tripost_max_rounds: int = Field(5, ge=1, le=50, description="TriPosT: Critique rounds per trajectory (paper: 5).")
+    tripost_min_data: int = Field(
+        1, ge=0, description="TriPosT: stop early when an iteration collects fewer trajectories than this."
+    )
+    tripost_temperature: float = Field(1.0, gt=0, le=5, description="TriPosT: sampling temperature of attempts.")
+    tripost_feedback_weight: float = Field(
+        1.5, gt=0, description='TriPosT: loss weight of tokens from "Feedback:" on (the paper: 1.5).'
+    )
+    yoda_generalized: int = Field(2, ge=0, le=64, description="YODA: generalized variants per basic question (m).")
+    yoda_harder_levels: int = Field(2, ge=0, le=64, description="YODA: levels of harder questions (H).")
+    yoda_rounds: int = Field(2, ge=1, le=50, description="YODA: refinement rounds with Critique per question (R).")
+    yoda_control: Literal["none", "basic_only", "gold_only"] = Field(
+        "none", description="YODA control: none, basic_only (no posed questions) or gold_only (no interaction)."
+    )
+    social_teachers: int = Field(3, ge=1, le=64, description="Social Learning: teachers asked for lessons.")
+    social_examples_per_teacher: int = Field(
+        4, ge=1, le=256, description="Social Learning: synthetic examples asked of each teacher."
+    )
+    social_examples: int = Field(4, ge=1, le=256, description="Social Learning: examples the aggregator keeps (n).")
+    social_aggregator: Literal["random", "voting"] = Field(
+        "voting", description="Social Learning: pick examples at random, or by the teachers' likelihood votes."
+    )
+    social_use: Literal["in_context", "fine_tune", "both"] = Field(
+        "both", description="Social Learning: lessons used in the prompt, for fine-tuning, or both."
+    )
 
 
 # The YAML file's content for the settings being built; a context variable so that the

@@ -101,6 +101,33 @@ class NodeMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.lessons_received = Counter(
+            "agora_lessons_received",
+            "Verified lessons this student received from teachers, by kind and task.",
+            ["kind", "task"],
+            registry=self.registry,
+        )
+        self.train_steps = Counter(
+            "agora_train_steps",
+            "Learning updates this student applied, by algorithm.",
+            ["algorithm"],
+            registry=self.registry,
+        )
+        self.train_loss = Gauge(
+            "agora_train_loss", "Training loss of the student's last update.", registry=self.registry
+        )
+        self.eval_accuracy = Gauge(
+            "agora_eval_accuracy",
+            "The student's accuracy at its last held-out evaluation, by task and split (seen, unseen).",
+            ["task", "split"],
+            registry=self.registry,
+        )
+        self.teacher_failovers = Counter(
+            "agora_teacher_failovers",
+            "Lesson calls a student moved to another teacher (or backed off) because one failed, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.privacy_refusals = Counter(
             "agora_privacy_refusals",
             "Releases refused because they would exceed a privacy budget, by scope (node, recipient).",

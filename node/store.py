@@ -56,6 +56,31 @@ MIGRATIONS: tuple[str, ...] = (
         lesson BLOB NOT NULL
     );
     """,
+    # 3: the student's provenance: every lesson it received (keyed by the request that asked for
+    # it, so a replay after a crash reuses it) and the update that first trained on it, or, with
+    # outcome "discarded", the update whose data collection set it aside.
+    """
+    CREATE TABLE received_lessons (
+        lesson_id TEXT PRIMARY KEY,
+        request_key TEXT NOT NULL,
+        at_unix_ms INTEGER NOT NULL,
+        teacher TEXT NOT NULL,
+        task TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        lesson BLOB NOT NULL,
+        applied_step INTEGER,
+        outcome TEXT
+    );
+    CREATE INDEX received_lessons_by_request ON received_lessons (request_key);
+    CREATE TABLE updates (
+        step INTEGER PRIMARY KEY,
+        at_unix_ms INTEGER NOT NULL,
+        algorithm TEXT NOT NULL,
+        loss REAL,
+        examples INTEGER NOT NULL,
+        lessons INTEGER NOT NULL
+    );
+    """,
 )
 
 

@@ -173,6 +173,14 @@ async def score(core: TeacherCore, request: teacher_pb2.ScoreRequest, release: R
             grpc.StatusCode.FAILED_PRECONDITION,
             "this teacher has no age predictor; the TnD age-predictor reward is not available from it",
         )
+    if request.kind == teacher_pb2.SCORE_KIND_LIKELIHOOD:  # the public model's judgement: no charge
+        items = list(request.items)
+        for index, item in enumerate(items):
+            length = core.token_count(item.question) + core.token_count(item.text)
+            if length > core.host.max_positions:
+                raise invalid(f"items[{index}] has {length} tokens, more than the model's {core.host.max_positions}")
+        scored = await core.host.score([item.question for item in items], [item.text for item in items])
+        return [s.mean for s in scored]
     task = core.tasks[request.task]
     scores: list[float | None] = []
     for item in request.items:

@@ -98,8 +98,11 @@ def pose(request: teacher_pb2.PoseRequest, limits: TeacherSection) -> None:
 
 def score(request: teacher_pb2.ScoreRequest, limits: TeacherSection) -> None:
     task(request.task, limits.tasks)
-    if request.kind not in (teacher_pb2.SCORE_KIND_VERIFIER, teacher_pb2.SCORE_KIND_AGE):
-        raise invalid(f"kind is {request.kind}; use SCORE_KIND_VERIFIER (1) or SCORE_KIND_AGE (2)")
+    kinds = (teacher_pb2.SCORE_KIND_VERIFIER, teacher_pb2.SCORE_KIND_AGE, teacher_pb2.SCORE_KIND_LIKELIHOOD)
+    if request.kind not in kinds:
+        raise invalid(
+            f"kind is {request.kind}; use SCORE_KIND_VERIFIER (1), SCORE_KIND_AGE (2) or SCORE_KIND_LIKELIHOOD (3)"
+        )
     count("the number of items", len(request.items), 1, limits.max_batch)
     for index, item in enumerate(request.items):
         text(

@@ -44,6 +44,11 @@ class _ScoreKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ScoreKind.V
     """
     SCORE_KIND_AGE: _ScoreKind.ValueType  # 2
     """TnD age-predictor reward R_phi(text): predicted log2(training step) of the text's author."""
+    SCORE_KIND_LIKELIHOOD: _ScoreKind.ValueType  # 3
+    """Social Learning's vote: the mean per-token log-likelihood of the text after the question
+    under the teacher's model (higher is more plausible). The model is public or DP-trained, so
+    this costs no privacy budget.
+    """
 
 class ScoreKind(_ScoreKind, metaclass=_ScoreKindEnumTypeWrapper):
     """Which reward Score computes."""
@@ -55,6 +60,11 @@ wrong one.
 """
 SCORE_KIND_AGE: ScoreKind.ValueType  # 2
 """TnD age-predictor reward R_phi(text): predicted log2(training step) of the text's author."""
+SCORE_KIND_LIKELIHOOD: ScoreKind.ValueType  # 3
+"""Social Learning's vote: the mean per-token log-likelihood of the text after the question
+under the teacher's model (higher is more plausible). The model is public or DP-trained, so
+this costs no privacy budget.
+"""
 Global___ScoreKind: _TypeAlias = ScoreKind  # noqa: Y015
 
 @_typing.final
