@@ -1,29 +1,112 @@
-"""TriPosT against a real teacher node: the data flow of an iteration, over gRPC."""
+"""TriPosT against a real teacher node: critique rounds, the 1.5 : 1 : 1 rebalancing and the
+1.5 loss weight on exactly the tokens from "Feedback:" on."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+from typing import Any
+
+import pytest
 
 from node.app import Node
-from student.learner import FEEDBACK
-from student.tripost import TriPosTLearner
+from node.llm.training import IGNORE, encode_batch
+from node.tasks import get_task
+from student.learner import FEEDBACK, StepResult, Tagged
+from student.loop import StudentRun
+from student.tripost import Trajectory, TriPosTLearner, rebalance
 from tests.nodes import started
 from tests.students import student_run, student_settings
 from tests.teachers import teacher_settings
 
 
-async def _run() -> None:
+def _tagged(kind: str, n: int) -> list[Tagged]:
+    from node.llm.training import TrainingExample
+
+    return [Tagged(TrainingExample("q", f"{kind}{i}"), (f"{kind}{i}",), kind) for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("n_imp", "n_non", "n_gold", "kept"), [(3, 5, 5, 2), (6, 10, 10, 4), (1, 0, 3, 1), (0, 4, 4, 0)]
+)
+def test_rebalance_keeps_improvement_non_improvement_and_gold_at_1_5_to_1_to_1(
+    n_imp: int, n_non: int, n_gold: int, kept: int
+) -> None:
+    data = rebalance(_tagged("improvement", n_imp), _tagged("non_improvement", n_non), _tagged("gold", n_gold))
+    counts = {k: sum(t.kind == k for t in data) for k in ("improvement", "non_improvement", "gold")}
+    assert counts == {"improvement": n_imp, "non_improvement": min(kept, n_non), "gold": min(kept, n_gold)}
+    assert kept == math.ceil(n_imp / 1.5)
+
+
+async def _with_student(body: Any, **student: Any) -> None:
     teacher = Node(teacher_settings(node={"name": "teacher"}))
     async with started(teacher) as (address,):
-        student = Node(student_settings([address], steps=3))
-        async with started(student):
-            run = await student_run(student)
-            summary = await run.run()
-            learner = run.learner
-            assert isinstance(learner, TriPosTLearner)
-            print(summary, learner.collected)
+        node = Node(student_settings([address], **student))
+        async with started(node):
+            run = await student_run(node)
+            await body(run, teacher)
 
 
-def test_tripost_runs_against_a_teacher() -> None:
-    asyncio.run(_run())
+def test_tripost_iteration_data_flow_over_grpc() -> None:
+    async def body(run: StudentRun, teacher: Node) -> None:
+        results: list[StepResult] = []
+        summary = await run.run(on_step=lambda step, total, result: results.append(result))
+        learner = run.learner
+        assert isinstance(learner, TriPosTLearner)
+        assert summary.steps_done == 3 and len(results) == 3
+        # Every iteration's data follows the ratio: all improvements, ceil(n_imp / 1.5) of the others.
+        for row in learner.collected:
+            keep = math.ceil(row["improvement"] / 1.5)
+            assert row["gold"] == keep and row["non_improvement"] <= keep
+            assert row["improvement"] + row["non_improvement"] <= row["trajectories"]
+        # Provenance: each update applied exactly the critiques of the examples it trained on,
+        # and every critique the student holds came from the teacher, addressed to it.
+        applied = [set(run.provenance.applied_by(step)) for step in (1, 2, 3)]
+        assert [a == set(r.applied) for a, r in zip(applied, results, strict=True)] == [True] * 3
+        sent = {
+            row[0]
+            for row in teacher.store.rows(
+                "SELECT lesson_id FROM lessons WHERE recipient = ?", (run.ctx.teachers.own_node_id,)
+            )
+        }
+        assert set().union(*applied) <= sent and sent
+        assert summary.lessons is not None and summary.lessons.received == len(sent)
+
+    asyncio.run(_with_student(body, steps=3, tripost_questions=3, batch_size=2))
+
+
+def test_a_wrong_attempt_is_critiqued_until_correct_keeping_the_correct_prefix() -> None:
+    async def body(run: StudentRun, teacher: Node) -> None:
+        learner = run.learner
+        assert isinstance(learner, TriPosTLearner)
+        task = get_task("arithmetic")
+        example = task.generate("train", 1, seed=3)[0]
+        gold = example.rationale.splitlines()
+        wrong = "\n".join([gold[0], "(2) Let's calculate 1 = 2.", *gold[2:]])
+        trajectory = await learner.edit(example, wrong)
+        assert isinstance(trajectory, Trajectory) and trajectory.correct
+        assert len(trajectory.rounds) == 1 and len(trajectory.lessons) == 2  # a critique, then "all correct"
+        feedback, improved = trajectory.rounds[0]
+        assert "(2)" in feedback and improved.splitlines()[0] == gold[0]  # the correct prefix is kept
+        assert task.verify(example, improved).correct
+        correct = await learner.edit(example, example.rationale)
+        assert correct is not None and correct.correct and correct.rounds == [] and len(correct.lessons) == 1
+
+        # The post-processed improvement example: weight 1 up to "Feedback:", 1.5 from it on.
+        data, left_out = learner.post_process([trajectory, correct])
+        assert left_out == frozenset() and {t.kind for t in data} == {"improvement", "non_improvement", "gold"}
+        improvement = next(t for t in data if t.kind == "improvement")
+        host = run.ctx.host
+        batch = encode_batch(host.tokenizer, [improvement.example], host.max_positions, host.device)
+        labels, weights = batch.labels[0].tolist(), batch.weights[0].tolist()
+        learned = [i for i, label in enumerate(labels) if label != IGNORE]
+        heavy = [i for i in learned if weights[i] == 1.5]
+        light = [i for i in learned if weights[i] == 1.0]
+        assert heavy and light and len(heavy) + len(light) == len(learned)
+        assert max(light) < min(heavy)  # one boundary: everything after it weighs 1.5
+        text_from = host.tokenizer.decode([labels[i] for i in heavy if labels[i] != host.tokenizer.eos_token_id])
+        assert text_from.replace(" ", "").startswith(FEEDBACK.replace(" ", ""))
+        text_before = host.tokenizer.decode([labels[i] for i in light])
+        assert FEEDBACK not in text_before and text_before.replace(" ", "").startswith(wrong.replace(" ", "")[:10])
+
+    asyncio.run(_with_student(body))

@@ -27,6 +27,7 @@ from node.llm.sampling import Generation, SamplingParams, generate_batch
 from node.llm.scoring import ContinuationScore, score_batch
 from node.llm.tokenizer import encode, train_tokenizer
 from node.llm.training import TrainingExample, encode_batch, weighted_lm_loss
+from node.tasks.base import INTERACTION_TEXTS
 
 if TYPE_CHECKING:
     from node.config import ModelSection
@@ -67,7 +68,7 @@ class ModelHost:
         """A random-init tiny model with a tokenizer trained on the task's corpus."""
         placement = placement or resolve_placement("cpu", "float32")
         spec = spec or TinySpec()
-        tokenizer = train_tokenizer(task.corpus(seed), task.tokenizer_level)
+        tokenizer = train_tokenizer([*task.corpus(seed), *INTERACTION_TEXTS], task.tokenizer_level)
         model = build_tiny_model(spec, tokenizer, seed)
         torch.nn.Module.to(model, device=placement.device, dtype=placement.dtype)
         metadata = ModelMetadata(

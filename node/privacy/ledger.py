@@ -31,7 +31,7 @@ class BudgetExhausted(Exception):
 
     def __init__(self, scope: str, spent: float, would_be: float, budget: float) -> None:
         self.scope, self.spent, self.would_be, self.budget = scope, spent, would_be, budget
-        owner = "this teacher's" if scope == "node" else "your per-recipient"
+        owner = "this node's" if scope == "node" else "your per-recipient"
         super().__init__(
             f"{owner} privacy budget is exhausted: epsilon spent {spent:.4g} of {budget:.4g}, "
             f"and this release would make it {would_be:.4g}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import string
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -58,6 +59,16 @@ class Verdict:
             return self.reason
         where = f"In step {self.step}" if self.step else "In the answer"
         return f'{where} the part "{self.segment}" is incorrect. {self.reason}'
+
+
+# What interactive learning writes around a task's own text (TriPosT's and YODA's feedback
+# rounds, teachers' instructions): a tiny model's tokenizer learns these too, and at char level
+# every printable ASCII character, so that no lesson turns into <unk>.
+INTERACTION_TEXTS: tuple[str, ...] = (
+    "Feedback: Every step is correct. The final response is also correct.",
+    "Updated Answer: Refined Answer: Input: Output: Instruction:",
+    string.printable.strip() + " ",
+)
 
 
 def final_response(answer: str) -> str:

@@ -1,0 +1,107 @@
+"""YODA against a real teacher node: curriculum order, refinement rounds, and the two controls."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from node.app import Node
+from node.store import read_rows
+from node.tasks import get_task
+from student.learner import FEEDBACK, StepResult
+from student.loop import StudentRun
+from student.yoda import REFINED, Question, YodaLearner, curriculum
+from tests.nodes import started
+from tests.students import student_run, student_settings
+from tests.teachers import teacher_settings
+
+TIERS = {"basic": 0, "generalized": 1, "harder": 2}
+
+
+def test_curriculum_puts_basic_then_generalized_then_harder_by_level() -> None:
+    questions = [
+        Question("h2", "harder", 2),
+        Question("g1", "generalized", 0),
+        Question("b", "basic", 0),
+        Question("h1", "harder", 1),
+        Question("g2", "generalized", 0),
+    ]
+    assert [q.text for q in curriculum(questions)] == ["b", "g1", "g2", "h1", "h2"]
+
+
+async def _learn(**student: Any) -> tuple[StudentRun, list[StepResult]]:
+    teacher = Node(teacher_settings(node={"name": "teacher"}))
+    async with started(teacher) as (address,):
+        node = Node(student_settings([address], algorithm="yoda", **student))
+        async with started(node):
+            run = await student_run(node)
+            results: list[StepResult] = []
+            await run.run(on_step=lambda step, total, result: results.append(result))
+            return run, results
+
+
+def test_yoda_trains_in_curriculum_order_with_refinement_rounds() -> None:
+    # One basic question, 2 generalized, 2 harder levels: 5 examples, batches of 1 keep the order visible.
+    run, results = asyncio.run(_learn(steps=5, batch_size=1, yoda_generalized=2, yoda_harder_levels=2, yoda_rounds=2))
+    kinds = [kind for result in results for kind in result.kinds]
+    assert kinds == ["basic", "generalized", "generalized", "harder", "harder"]
+    learner = run.learner
+    assert isinstance(learner, YodaLearner) and learner.basic_seen == 1
+    # An untrained student is wrong, refines once from the feedback, is critiqued again; when the
+    # rounds run out the teacher's improvement closes the record.
+    assert learner.rounds_used and all(1 <= r <= 2 for r in learner.rounds_used)
+    kinds_by_lesson = dict(read_rows(run.settings.node.data_dir, "SELECT lesson_id, kind FROM received_lessons"))
+    assert sorted(kinds_by_lesson.values()).count("questions") == 1  # one Pose lesson
+    critiques = [k for k in kinds_by_lesson.values() if k == "feedback"]
+    assert len(critiques) == sum(learner.rounds_used)  # one critique per round used
+    # The Pose lesson is applied with the first posed question's update (step 2), critiques with their own.
+    pose_id = next(i for i, k in kinds_by_lesson.items() if k == "questions")
+    step_of = dict(read_rows(run.settings.node.data_dir, "SELECT lesson_id, applied_step FROM received_lessons"))
+    assert step_of[pose_id] == 2
+    assert all(len(r.applied) >= 1 for r in results)
+
+
+def test_yoda_records_hold_each_round_of_feedback_and_refinement() -> None:
+    async def body() -> None:
+        teacher = Node(teacher_settings(node={"name": "teacher"}))
+        async with started(teacher) as (address,):
+            node = Node(
+                student_settings([address], algorithm="yoda", yoda_generalized=1, yoda_harder_levels=1, yoda_rounds=3)
+            )
+            async with started(node):
+                run = await student_run(node)
+                learner = run.learner
+                assert isinstance(learner, YodaLearner)
+                basic = get_task("arithmetic").generate("train", 1, seed=11)[0]
+                data = await learner.lessons_for(basic)
+                assert [t.kind for t in data] == ["basic", "generalized", "harder"]
+                assert data[0].example.prompt.startswith(basic.question)
+                for tagged, rounds in zip(data, learner.rounds_used, strict=True):
+                    record = str(tagged.example.target)
+                    assert record.count(f"{FEEDBACK} ") == rounds  # one critique per round, in the record
+                    # The student refines after each wrong round; the last round's improvement is the teacher's.
+                    solved = record.endswith("The final response is also correct.")
+                    assert record.count(f"{REFINED} ") == rounds - solved
+                    critiques = [lesson for lesson in tagged.lessons if lesson in _kinds(run, "feedback")]
+                    assert len(critiques) == rounds
+                assert _kinds(run, "questions") <= set(data[1].lessons)  # Pose applied with the first posed question
+
+    asyncio.run(body())
+
+
+def _kinds(run: StudentRun, kind: str) -> set[str]:
+    return {
+        row[0] for row in run.provenance.store.rows("SELECT lesson_id FROM received_lessons WHERE kind = ?", (kind,))
+    }
+
+
+def test_yoda_controls_basic_only_and_gold_only() -> None:
+    run, results = asyncio.run(_learn(steps=2, batch_size=4, yoda_control="basic_only"))
+    kinds = [kind for result in results for kind in result.kinds]
+    assert set(kinds) == {"basic"}
+    assert read_rows(run.settings.node.data_dir, "SELECT kind FROM received_lessons WHERE kind = 'questions'") == []
+
+    run, results = asyncio.run(_learn(steps=1, batch_size=8, yoda_control="gold_only"))
+    assert results[0].kinds[0] == "basic" and "generalized" in results[0].kinds
+    kinds_received = [row[0] for row in read_rows(run.settings.node.data_dir, "SELECT kind FROM received_lessons")]
+    assert kinds_received == ["questions"]  # Pose only: no interaction, gold answers instead
