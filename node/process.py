@@ -29,6 +29,19 @@ class StartedNode:
     metrics_url: str | None
 
 
+def read_log_records(path: Path) -> list[dict[str, object]]:
+    """The JSON records of a log file written with --log-format json (other lines are skipped)."""
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
 class NodeProcess:
     """One `agora run` child process, logging JSON lines to ``log_path``."""
 
@@ -80,15 +93,7 @@ class NodeProcess:
 
     def log_records(self) -> list[dict[str, object]]:
         """Every JSON log line written so far (other lines are skipped)."""
-        records = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-        return records
+        return read_log_records(self.log_path)
 
     def log_tail(self, lines: int = 20) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

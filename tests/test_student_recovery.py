@@ -4,7 +4,6 @@ of the teacher in use while a second one is up (the student fails over and finis
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from node.process import NodeProcess
+from node.process import NodeProcess, read_log_records
 from node.store import StoreError, read_rows
 from student import checkpoints
 from student.build import CHECKPOINT_DIR
@@ -28,6 +27,19 @@ T = TypeVar("T")
 
 # Child processes on one torch thread each: two nodes and a student share 2 cores.
 CHILD_ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+# TriPosT in small steps; iterations to spare so that a run ends by its steps, not by running out
+# of iterations. checkpoint_every 3 is off TriPosT's iteration boundary (4 updates of 2 from 4
+# improved trajectories), so a kill can lose an update as well as freshly received lessons.
+RECOVERY_STUDENT: dict[str, Any] = {
+    "algorithm": "tripost",
+    "checkpoint_every": 3,
+    "eval_every": 100,
+    "batch_size": 2,
+    "eval_n": 2,
+    "tripost_questions": 4,
+    "tripost_iterations": 20,
+}
 
 
 def _wait_for(what: str, probe: Callable[[], T | None], timeout_s: float, alive: Callable[[], bool]) -> T:
@@ -49,18 +61,6 @@ def _rows(data_dir: Path, sql: str) -> list[tuple[Any, ...]]:
         return read_rows(data_dir, sql)
     except StoreError:
         return []
-
-
-def _records(log: Path) -> list[dict[str, Any]]:
-    records = []
-    for line in log.read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
 
 
 def _teacher(tmp_path: Path, name: str, seeds: tuple[str, ...] = ()) -> NodeProcess:
@@ -118,7 +118,7 @@ class StudentProcess:
         self.process.wait()
 
     def records(self, event: str) -> list[dict[str, Any]]:
-        return [r for r in _records(self.log) if r.get("event") == event]
+        return [r for r in read_log_records(self.log) if r.get("event") == event]
 
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
@@ -169,20 +169,12 @@ def test_kill_9_of_the_student_resumes_from_its_checkpoint_and_applies_no_lesson
         address = teacher.start().address
         data = tmp_path / "learner"
         root = data / CHECKPOINT_DIR
-        # checkpoint_every 3 is off TriPosT's iteration boundary (4 updates of 2 from 4 improved
-        # trajectories), so the kill below loses an update as well as freshly received lessons.
         config = _student_config(
             tmp_path,
             [address],
             {},
-            algorithm="tripost",
+            **RECOVERY_STUDENT,
             steps=8,
-            checkpoint_every=3,
-            eval_every=100,
-            batch_size=2,
-            eval_n=2,
-            tripost_questions=4,
-            tripost_iterations=20,
         )
         first = StudentProcess(config, tmp_path / "learner-1.log")
         processes.append(first)
@@ -238,7 +230,7 @@ def test_kill_9_of_the_student_resumes_from_its_checkpoint_and_applies_no_lesson
         assert unused == final[1], f"received lessons neither used nor queued: {sorted(unused - final[1])}"
         # The teacher sent every lesson the student holds, and at most one more: the reply in flight
         # at the kill. Anything else would be a lesson asked for twice.
-        student_id = next(str(r["node_id"]) for r in _records(first.log) if r.get("event") == "node_started")
+        student_id = next(str(r["node_id"]) for r in read_log_records(first.log) if r.get("event") == "node_started")
         assert teacher.terminate() == 0
         sent = {
             lesson
@@ -272,14 +264,8 @@ def test_kill_9_of_the_teacher_in_use_fails_over_to_the_other_and_finishes(tmp_p
             tmp_path,
             [first_address, second_address],
             peers,
-            algorithm="tripost",
+            **RECOVERY_STUDENT,
             steps=6,
-            checkpoint_every=3,
-            eval_every=100,
-            batch_size=2,
-            eval_n=2,
-            tripost_questions=4,
-            tripost_iterations=20,
             teacher_wait_s=60.0,
             lesson_timeout_s=30.0,
         )
