@@ -7,7 +7,11 @@
     agora task list|sample                the task library and its gold rationales
     agora certs init-ca|issue             the network CA and node certificates (mTLS)
     agora peers --config node.yaml        a node's view of its peers
+    agora privacy --config node.yaml      a teacher's privacy ledger: spent and left
+    agora teacher dp-train                fine-tune a teacher's generator under DP-SGD
+    agora audit --model DIR               Secret Sharer audit of planted canaries
     agora learn --config student.yaml     run a student: learn from the network's teachers
+    agora tnd train-teacher|train-reward|report   TnD's teacher, age predictor and word-learning report
 
 Exit codes: 0 success, 1 the operation failed (node not serving, port taken), 2 bad input
 (usage, invalid config) with one message and no traceback.
@@ -25,7 +29,17 @@ from typing import Any
 
 import yaml
 
-from node import __version__, cli_audit, cli_certs, cli_learn, cli_model, cli_peers, cli_privacy, cli_teacher
+from node import (
+    __version__,
+    cli_audit,
+    cli_certs,
+    cli_learn,
+    cli_model,
+    cli_peers,
+    cli_privacy,
+    cli_teacher,
+    cli_tnd,
+)
 from node.cli_errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from node.config import ConfigError, Settings, load_settings, overrides_to_dict, parse_override
 from node.logs import configure_logging
@@ -133,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_privacy.add_command(commands, _config_arguments)
     cli_teacher.add_command(commands, _config_arguments)
     cli_learn.add_command(commands, _config_arguments)
+    cli_tnd.add_commands(commands)
     return parser
 
 
@@ -240,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "privacy": _privacy,
         "teacher": _teacher,
         "learn": _learn,
+        "tnd": cli_tnd.run,
     }
     try:
         return handlers[args.command](args)

@@ -39,7 +39,7 @@ def add_command(commands: Any, config_arguments: Callable[[argparse.ArgumentPars
     )
     config_arguments(learn)
     learn.add_argument("--steps", type=int, metavar="N", help="updates to reach (student.steps)")
-    learn.add_argument("--algorithm", help="tripost, yoda, social or sft (student.algorithm)")
+    learn.add_argument("--algorithm", help="tripost, yoda, social, tnd or sft (student.algorithm)")
     learn.add_argument("--log-format", choices=["human", "json"], help="log line format (default: node.log_format)")
     learn.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="log verbosity (default: node.log_level)"

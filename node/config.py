@@ -292,6 +292,11 @@ class TeacherSection(Section):
     )
     max_posed: int = Field(16, ge=1, le=256, description="Cap on generalized variants plus harder levels per Pose.")
     max_text_chars: int = Field(4096, ge=16, description="Longest question, attempt, prompt or item text accepted.")
+    age_predictor: Path | None = Field(
+        None,
+        description="TnD age predictor R_phi (a directory from `agora tnd train-reward`) that Score SCORE_KIND_AGE "
+        "serves; none = that score kind is refused.",
+    )
 
 
 class StudentSection(Section):
@@ -347,6 +352,28 @@ class StudentSection(Section):
     )
     social_use: Literal["in_context", "fine_tune", "both"] = Field(
         "both", description="Social Learning: lessons used in the prompt, for fine-tuning, or both."
+    )
+    tnd_mode: Literal["tnd", "trial_only", "demo_only", "clm_only"] = Field(
+        "tnd", description="TnD: trials and demonstrations, one of them alone (ablations), or CLM steps only."
+    )
+    tnd_clm_steps: int = Field(3, ge=1, le=1000, description="TnD: CLM steps before each interactive phase (c).")
+    tnd_interactive_steps: int = Field(1, ge=1, le=1000, description="TnD: interactive steps per phase (r).")
+    tnd_prompt_tokens: int = Field(5, ge=1, le=64, description="TnD: prompt length, in tokens cut from batch texts.")
+    tnd_max_new_tokens: int = Field(24, ge=1, le=512, description="TnD: tokens per trial and per demonstration.")
+    tnd_top_k: int = Field(20, ge=0, le=10_000, description="TnD: top-k of the student's trials (0 = off).")
+    tnd_top_p: float = Field(0.95, gt=0, le=1, description="TnD: top-p of the student's trials.")
+    tnd_clip: float = Field(0.2, gt=0, le=1, description="TnD: PPO ratio clip.")
+    tnd_value_clip: float = Field(0.2, gt=0, description="TnD: PPO value clip.")
+    tnd_vf_coef: float = Field(0.1, ge=0, description="TnD: value-loss coefficient.")
+    tnd_gae_lambda: float = Field(0.95, ge=0, le=1, description="TnD: GAE lambda (gamma is 1).")
+    tnd_reference: bool = Field(
+        True, description="TnD: baseline A_n from a CLM-only reference student trained in lockstep; false = log2 n."
+    )
+    tnd_banned_words: list[str] = Field(
+        default_factory=list, description="TnD: words the teacher must not demonstrate (the banned-word teacher)."
+    )
+    tnd_probe_contexts: int = Field(
+        8, ge=1, le=1000, description="TnD: contexts per test word when measuring word surprisal at each evaluation."
     )
 
 

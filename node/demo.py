@@ -166,7 +166,10 @@ def run_demo(work_dir: Path) -> int:
              f"same node id ({'yes' if again == carol_id else 'NO'}: {again[:12]}…)")  # fmt: skip
     codes = network.stop_all()
     print(f"      SIGTERM to all three -> exit codes {', '.join(map(str, codes))}")
-    print('\nNext: teaching is in README.md ("Teaching and privacy"); students and `agora simulate` arrive next.')
+    print(
+        '\nNext: README.md, "Teaching and privacy" (a teacher) and "Learning (students)" (`agora learn`); '
+        "`agora simulate` arrives next."
+    )
     return 0 if back is not None and again == carol_id and codes == [0, 0, 0] else 1
 
 

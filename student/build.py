@@ -19,11 +19,12 @@ from student.provenance import Provenance
 from student.sft import SftLearner
 from student.social import SocialLearner
 from student.teachers import TeacherPool
+from student.tnd import TnDLearner
 from student.tripost import TriPosTLearner
 from student.yoda import YodaLearner
 
 ALGORITHMS: dict[str, type[Learner]] = {
-    learner.name: learner for learner in (TriPosTLearner, YodaLearner, SocialLearner, SftLearner)
+    learner.name: learner for learner in (TriPosTLearner, YodaLearner, SocialLearner, TnDLearner, SftLearner)
 }
 CHECKPOINT_DIR = "student"  # under node.data_dir
 
@@ -33,14 +34,13 @@ def build_student(
 ) -> StudentRun:
     """ConfigError (a sentence naming the setting) for anything that keeps the student from starting."""
     s = settings.student
-    learner_type = ALGORITHMS.get(s.algorithm)
-    if learner_type is None:
-        known = ", ".join(ALGORITHMS)
-        raise ConfigError(f"student.algorithm {s.algorithm!r} is not available in this version; use one of {known}")
+    learner_type = ALGORITHMS[s.algorithm]  # the config allows only these names
     try:
         task = get_task(s.task)
     except TaskError as exc:
         raise ConfigError(f"student.task: {exc}") from None
+    if learner_type is TnDLearner and task.name != "word_learning":
+        raise ConfigError(f"student.algorithm tnd learns the word_learning corpus; student.task is {s.task!r}")
     root = settings.node.data_dir / CHECKPOINT_DIR
     resumed = checkpoints.latest(root)
     try:
@@ -55,7 +55,7 @@ def build_student(
     host.on_generated = metrics.generated_tokens.inc
     provenance = Provenance(store)
     pool = TeacherPool(settings, node_id, client, view, provenance, metrics)
-    ctx = LearnerContext(host, host.make_optimizer(s.lr), task, s, pool)
+    ctx = LearnerContext(host, host.make_optimizer(s.lr), task, s, pool, run_dir=root)
     privacy = settings.privacy
     ledger = PrivacyLedger(store, privacy.epsilon_budget, privacy.delta, privacy.per_recipient_epsilon)
     metrics.epsilon_budget.set(privacy.epsilon_budget)

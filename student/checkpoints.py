@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,8 +88,16 @@ def load_optimizer(
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
-def save(root: Path, step: int, host: ModelHost, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> Checkpoint:
-    """Write checkpoint `step` atomically and drop all but the newest two."""
+def save(
+    root: Path,
+    step: int,
+    host: ModelHost,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    extra_files: Callable[[Path], None] | None = None,
+) -> Checkpoint:
+    """Write checkpoint `step` atomically and drop all but the newest two; `extra_files` writes an
+    algorithm's own files (e.g. TnD's value head) into the checkpoint before it is renamed."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
     staging = root / f".step-{step:06d}.tmp-{uuid.uuid4().hex[:8]}"
@@ -100,6 +109,8 @@ def save(root: Path, step: int, host: ModelHost, optimizer: torch.optim.Optimize
         save_file(tensors, str(staging / OPTIMIZER_FILE))
         document = {**state, "step": step, "optimizer_groups": groups}
         (staging / STATE_FILE).write_text(json.dumps(document, indent=1) + "\n")
+        if extra_files is not None:
+            extra_files(staging)
         for path in staging.rglob("*"):
             if path.is_file():
                 with path.open("rb") as handle:

@@ -12,6 +12,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -74,6 +75,7 @@ class LearnerContext:
     settings: StudentSection
     teachers: TeacherPool
     log: list[str] = field(default_factory=list)  # notes for the end-of-run summary
+    run_dir: Path | None = None  # where an algorithm writes its own records (<data_dir>/student)
 
 
 class Learner(ABC):
@@ -94,6 +96,14 @@ class Learner(ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.queue = [Tagged.from_json(item) for item in state.get("queue", [])]
+
+    def save_files(self, directory: Path) -> None:
+        """Write what the algorithm keeps beside the weights (tensors as safetensors) into a checkpoint."""
+        return None  # most algorithms keep everything in state_dict
+
+    def load_files(self, directory: Path) -> None:
+        """Read back what save_files wrote, when resuming from that checkpoint."""
+        return None
 
     def pending_lessons(self) -> set[str]:
         """Lessons in the queue: received, not yet applied."""

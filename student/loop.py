@@ -104,6 +104,7 @@ class StudentRun:
             )
         checkpoints.restore_optimizer(self.resumed, self.ctx.optimizer)
         self.learner.load_state_dict(state["learner"])
+        self.learner.load_files(self.resumed.path)
         self.step, self.warmed = self.resumed.step, bool(state["warmed"])
         self.history = list(state.get("history", []))
         summary.resumed_from = self.step
@@ -133,7 +134,9 @@ class StudentRun:
         return scores
 
     def checkpoint(self) -> checkpoints.Checkpoint:
-        return checkpoints.save(self.root, self.step, self.ctx.host, self.ctx.optimizer, self.state())
+        return checkpoints.save(
+            self.root, self.step, self.ctx.host, self.ctx.optimizer, self.state(), self.learner.save_files
+        )
 
     async def run(
         self, on_step: StepHook | None = None, on_warmup: Callable[[int, int, float], None] | None = None

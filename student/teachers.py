@@ -206,6 +206,21 @@ class TeacherPool:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_S[1])
 
+    async def pick(self) -> Peer:
+        """The best teacher of the task to ask now, backing off while there is none (NoTeacher after teacher_wait_s)."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self.wait_s
+        backoff = BACKOFF_S[0]
+        while not (candidates := self.teachers()):
+            if loop.time() + backoff > give_up_at:
+                raise NoTeacher(
+                    f"no teacher of {self.task!r} could be asked within {self.wait_s:.0f}s "
+                    f"(teachers known: {self._known_summary()})"
+                )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_S[1])
+        return candidates[0]
+
     async def score(self, teacher: str, request: teacher_pb2.ScoreRequest) -> list[float] | None:
         """A given teacher's scores for the items, or None if it could not answer."""
         peer = self.view.get(teacher)

@@ -13,6 +13,7 @@ from node.security.identity import NodeIdentity
 from node.store import Store
 from node.tasks import Task, TaskError, get_task
 from node.tasks.jsonl_task import JsonlTask
+from teacher.age_predictor import AgePredictor, AgePredictorError
 from teacher.core import TeacherCore
 from teacher.private import PrivateData
 from teacher.release import Releaser
@@ -66,5 +67,11 @@ def build_teacher(
         except (OSError, ValueError) as exc:
             raise ConfigError(f"model.source {settings.model.source}: {exc}") from None
     host.on_generated = metrics.generated_tokens.inc
+    age_predictor = None
+    if settings.teacher.age_predictor is not None:
+        try:
+            age_predictor = AgePredictor.load(settings.teacher.age_predictor, host.device)
+        except AgePredictorError as exc:
+            raise ConfigError(f"teacher.age_predictor: {exc}") from None
     releaser = Releaser(identity, ledger, guard, store, metrics)
-    return TeacherCore(settings, host, tasks, private, releaser, np.random.default_rng())
+    return TeacherCore(settings, host, tasks, private, releaser, np.random.default_rng(), age_predictor)

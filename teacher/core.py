@@ -21,6 +21,7 @@ from node.privacy.accounting import Charge, gnmax_charge, lnmax_charge
 from node.privacy.pate import NoisyVote
 from node.rpc.agora.v1 import node_pb2
 from node.tasks.base import Task
+from teacher.age_predictor import AgePredictor
 from teacher.private import PrivateData, PrivateRecord
 from teacher.release import Releaser
 
@@ -38,6 +39,7 @@ class TeacherCore:
     private: PrivateData
     releaser: Releaser
     rng: np.random.Generator  # DP noise; seeded from OS entropy (no secure_mode: torchcsprng is unavailable)
+    age_predictor: AgePredictor | None = None  # TnD's R_phi (teacher.age_predictor), served by Score SCORE_KIND_AGE
 
     @property
     def vote(self) -> NoisyVote:

@@ -21,6 +21,7 @@ from node.llm.sampling import SamplingParams
 from node.privacy.pate import tally
 from node.rpc.agora.v1 import lesson_pb2, teacher_pb2
 from node.tasks.base import Task, final_response
+from teacher.age_predictor import age_text
 from teacher.core import TeacherCore, shot
 from teacher.release import Draft, Release, RequestError, invalid
 
@@ -168,11 +169,21 @@ async def pose(core: TeacherCore, request: teacher_pb2.PoseRequest, release: Rel
 
 async def score(core: TeacherCore, request: teacher_pb2.ScoreRequest, release: Release) -> list[float]:
     """Verifier scores: 1.0 when correct, else the fraction of gold steps before the first wrong one."""
-    if request.kind == teacher_pb2.SCORE_KIND_AGE:
-        raise RequestError(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            "this teacher has no age predictor; the TnD age-predictor reward is not available from it",
-        )
+    if request.kind == teacher_pb2.SCORE_KIND_AGE:  # R_phi saw only texts from the public corpus: no charge
+        predictor = core.age_predictor
+        if predictor is None:
+            raise RequestError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this teacher has no age predictor; the TnD age-predictor reward is not available from it",
+            )
+        texts = [age_text(item.question, item.text) for item in request.items]
+        for index, text in enumerate(texts):
+            length = predictor.token_count(text)
+            if length > predictor.max_positions:
+                raise invalid(
+                    f"items[{index}] has {length} tokens, more than the age predictor's {predictor.max_positions}"
+                )
+        return await core.host.run(predictor.score, texts)
     if request.kind == teacher_pb2.SCORE_KIND_LIKELIHOOD:  # the public model's judgement: no charge
         items = list(request.items)
         for index, item in enumerate(items):

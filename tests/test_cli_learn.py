@@ -52,7 +52,7 @@ def test_learn_runs_against_a_teacher_and_prints_a_summary(tmp_path: Path, capsy
     ("overrides", "message"),
     [
         (["--set", "node.roles=[teacher]"], "node.roles must include student"),
-        (["--algorithm", "tnd"], "student.algorithm 'tnd' is not available"),
+        (["--algorithm", "tnd"], "student.algorithm tnd learns the word_learning corpus"),
         (["--set", "student.task=chess"], "student.task: unknown task 'chess'"),
         (["--steps", "0"], "student.steps"),
     ],

@@ -214,6 +214,11 @@ class WordLearningTask(Task):
         picks = rng.choices(places, weights=[weight for _, _, weight in places], k=n)
         return [" ".join(self._fill(rng, seed, slots[:position])) for slots, position, _ in picks]
 
+    def corpus(self, seed: int = 0, n_per_split: int = 200) -> list[str]:
+        """Generated examples, plus every word of the vocabulary once: a rare word must still be a
+        token of its own, or its surprisal could not be measured (it would be <unk>)."""
+        return [*super().corpus(seed, n_per_split), " ".join(sorted(VOCABULARY))]
+
     # Examples, verification and grading -----------------------------------------------------------
 
     def generate(self, split: Split, n: int, seed: int = 0) -> list[Example]:
