@@ -34,7 +34,7 @@ from typing import Any
 from node.llm.host import ModelHost
 from node.llm.loading import TinySpec
 from node.llm.placement import resolve_placement
-from node.llm.sft import SFTConfig, learning_rate
+from node.llm.sft import SFTConfig, learning_rate, shuffled_batches
 from node.llm.training import TrainingExample
 from node.tasks.word_learning import WordLearningTask
 
@@ -198,16 +198,12 @@ def train_teacher(
         warmup_steps=max(1, min(config.warmup_steps, config.steps // 10)),
     )
     optimizer = host.make_optimizer(config.lr, config.weight_decay)
-    order, cursor = random.Random(config.seed), len(pool)
+    batches = shuffled_batches(pool, config.batch_size, random.Random(config.seed))
     report = TeacherTrainReport(out, parameters=host.parameter_count, unknown_token_rate=_unknown_rate(host, sentences))
     started = time.monotonic()
 
     for step in range(1, config.steps + 1):
-        if cursor + config.batch_size > len(pool):  # a new epoch over the corpus, freshly shuffled
-            order.shuffle(pool)
-            cursor = 0
-        batch = pool[cursor : cursor + config.batch_size]
-        cursor += config.batch_size
+        batch = next(batches)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step - 1, schedule)
         loss = host.train_step(batch, optimizer, config.max_grad_norm)

@@ -136,6 +136,11 @@ def test_the_ablations_change_exactly_what_enters_the_interactive_step(reward: A
     assert getattr(learner, "interactions", []) == [] and learner.reference is None
     assert [set(r.kinds) for r in results] == [{"corpus"}] * 4
 
+    # The banned-word teacher: the request carries the words, and no demonstration says them.
+    _, learner, _ = asyncio.run(_learn(reward, steps=4, tnd_banned_words=["the", "a"]))
+    (record,) = learner.interactions
+    assert len(record.demos) == 3 and not any({"the", "a"} & set(demo.split()) for demo in record.demos)
+
     # Without the reference student, A_n is log2 n.
     _, learner, _ = asyncio.run(_learn(reward, steps=4, tnd_reference=False))
     (record,) = learner.interactions

@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from node.llm.host import ModelHost
 from node.llm.sampling import SamplingParams
@@ -20,6 +21,7 @@ from node.llm.training import TrainingExample
 from node.tasks.base import Example, Split, Task
 
 EVAL_SPLITS: tuple[Split, ...] = ("seen", "unseen")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,17 @@ def learning_rate(step: int, config: SFTConfig, elapsed_s: float = 0.0) -> float
     return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def shuffled_batches(pool: list[T], batch_size: int, rng: random.Random) -> Iterator[list[T]]:
+    """Batches over the pool without end, the pool reshuffled at the start of every epoch."""
+    cursor = len(pool)
+    while True:
+        if cursor + batch_size > len(pool):
+            rng.shuffle(pool)
+            cursor = 0
+        yield pool[cursor : cursor + batch_size]
+        cursor += batch_size
+
+
 def sft_example(task: Task, example: Example) -> TrainingExample:
     return TrainingExample(task.prompt(example.question), example.rationale)
 
@@ -106,9 +119,9 @@ def train_sft(
     pool = [sft_example(task, e) for e in task.generate("train", config.pool_size, config.seed)]
     held_out = {split: task.generate(split, config.eval_n, config.seed) for split in EVAL_SPLITS}
     held_out_loss = [sft_example(task, e) for e in held_out["seen"]]
-    order = random.Random(config.seed)
+    batches = shuffled_batches(pool, config.batch_size, random.Random(config.seed))
     optimizer = host.make_optimizer(config.lr, config.weight_decay)
-    report, started, cursor = SFTReport(), time.monotonic(), len(pool)
+    report, started = SFTReport(), time.monotonic()
 
     def check(step: int) -> None:
         row = {"step": float(step), "train_loss": report.last_loss, "seen_loss": host.eval_loss(held_out_loss)}
@@ -118,11 +131,7 @@ def train_sft(
             on_eval(row)
 
     for step in range(config.steps):
-        if cursor + config.batch_size > len(pool):  # a new epoch over the pool, freshly shuffled
-            order.shuffle(pool)
-            cursor = 0
-        batch = pool[cursor : cursor + config.batch_size]
-        cursor += config.batch_size
+        batch = next(batches)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config, time.monotonic() - started)
         report.last_loss = host.train_step(batch, optimizer, config.max_grad_norm)
