@@ -9,11 +9,11 @@ TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.agora-installed
 PIP    := $(PY) -m pip --disable-pip-version-check --quiet
 
-.PHONY: help setup demo test lint proto bench bench-quick clean
+.PHONY: help setup demo test lint prometheus proto bench bench-quick clean
 
 help:
 	@echo "make demo    start a node, show its health and metrics, stop it cleanly"
-	@echo "make test    lint (ruff, mypy) and run the test suite"
+	@echo "make test    lint (ruff, mypy) and run the test suite (installs Debian's prometheus if missing)"
 	@echo "make lint    ruff and mypy only"
 	@echo "make proto   regenerate node/rpc/ from proto/"
 	@echo "make bench   run the benchmarks (full mode) and write bench/results/"
@@ -41,8 +41,21 @@ lint: setup
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-test: lint
+test: lint prometheus
 	$(PY) -m pytest
+
+# tests/test_prometheus.py scrapes real nodes with a real Prometheus server and lints their
+# /metrics with `promtool check metrics`; CI machines start without either, so install Debian's
+# package (both binaries) when one is missing. Only `make test` needs it, not `make lint`. The
+# package's Recommends (node-exporter, a second daemon) are not wanted.
+prometheus:
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=; elif command -v sudo >/dev/null; then sudo=sudo; else \
+	  echo "make test needs prometheus and promtool: run as root (or with sudo), or apt-get install prometheus" >&2; \
+	  exit 1; fi; \
+	echo "==> installing Debian's prometheus (prometheus, promtool) for tests/test_prometheus.py"; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
 
 proto: setup
 	$(PY) -m node.protogen
