@@ -82,6 +82,15 @@ class Interaction:
     clm_loss: float = math.nan
 
 
+def completes_a_sentence(task: WordLearningTask, context: str, continuation: str) -> bool:
+    """Whether context + continuation, cut after the first end mark past the context, is a
+    grammatical sentence of the corpus that starts with the context."""
+    words = [*context.split(), *continuation.split()]
+    start = len(context.split())
+    end = next((i for i, word in enumerate(words) if i >= start and word in END_MARKS), len(words) - 1)
+    return task.check_sentence(words[: end + 1], context.split()) is None
+
+
 class TnDLearner(Learner):
     name = "tnd"
 
@@ -290,11 +299,10 @@ class TnDLearner(Learner):
             chunk = examples[start : start + batch_size]
             params = [SamplingParams(max_new_tokens=SENTENCE_TOKENS) for _ in chunk]
             outputs = host.generate_sync([e.question for e in chunk], params)
-            for example, output in zip(chunk, outputs, strict=True):
-                context = example.question.split()
-                words = [*context, *output.text.split()]
-                end = next((i for i, w in enumerate(words) if i >= len(context) and w in END_MARKS), len(words) - 1)
-                correct += self.task.check_sentence(words[: end + 1], context) is None
+            correct += sum(
+                completes_a_sentence(self.task, example.question, output.text)
+                for example, output in zip(chunk, outputs, strict=True)
+            )
         return correct / len(examples)
 
     def evaluate(self, n: int, seed: int = 0) -> dict[str, float]:

@@ -20,10 +20,11 @@ from node.app import Node
 from node.cli import main
 from node.llm import TinySpec
 from node.store import read_rows
+from node.tasks.word_learning import WordLearningTask
 from student.build import CHECKPOINT_DIR
 from student.learner import StepResult
 from student.loop import StudentRun
-from student.tnd import RUN_DIR, SURPRISAL_FILE, VALUE_HEAD_FILE, Interaction, TnDLearner
+from student.tnd import RUN_DIR, SURPRISAL_FILE, VALUE_HEAD_FILE, Interaction, TnDLearner, completes_a_sentence
 from teacher.age_predictor import AgePredictor, AgePredictorConfig, AgePredictorReport, train_age_predictor
 from teacher.tnd_teacher import TeacherTrainConfig, train_teacher
 from tests.nodes import started
@@ -84,6 +85,17 @@ async def _learn(reward: AgePredictorReport, **student: Any) -> tuple[StudentRun
             results: list[StepResult] = []
             await run.run(on_step=lambda step, total, result: results.append(result))
             return run, learner, results
+
+
+def test_tnd_accuracy_asks_for_a_grammatical_sentence_that_continues_the_context() -> None:
+    task = WordLearningTask()
+    sentence = task.sentences(1, seed=3)[0].split()
+    context, rest = " ".join(sentence[:2]), " ".join(sentence[2:])
+    assert completes_a_sentence(task, context, rest)
+    assert completes_a_sentence(task, context, rest + " look at the")  # what follows the end mark is not graded
+    assert not completes_a_sentence(task, context, " ".join(sentence[2:-1]))  # no end: unfinished
+    assert not completes_a_sentence(task, context, "the the the .")
+    assert not completes_a_sentence(task, context, "")
 
 
 def test_tnd_alternates_clm_and_interactive_steps_and_rewards_against_the_reference(
