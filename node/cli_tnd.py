@@ -160,12 +160,6 @@ def _train_teacher(args: argparse.Namespace) -> int:
         args.out, config, lambda step, loss: progress("train", step, config.steps, f"loss {loss:.3f}"), args.force
     )
     progress.close()
-    if report.unknown_token_rate > 0:
-        print(
-            f"note: {report.unknown_token_rate:.1%} of the corpus tokens are <unk> to the tokenizer "
-            "(words missing from the task corpus it was trained on)",
-            file=sys.stderr,
-        )
     steps = ", ".join(str(c.step) for c in report.checkpoints)
     last = report.checkpoints[-1]
     print(

@@ -43,7 +43,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from node.llm.host import ModelHost
 from node.llm.sampling import SamplingParams
 from node.llm.tokenizer import encode
-from node.llm.training import TrainingExample
+from node.llm.training import clm_example
 from node.rpc.agora.v1 import teacher_pb2
 from node.tasks.base import Example
 from node.tasks.word_learning import WordLearningTask
@@ -136,12 +136,16 @@ class TnDLearner(Learner):
         if self.is_interactive(step):
             result = await self.interact(step, batch)
         else:
-            result = await self.train_on([Tagged(TrainingExample("", text), (), "corpus") for text in batch])
+            result = await self.train_on_corpus(batch)
         if self.reference is not None and self.reference_optimizer is not None:
-            corpus = [TrainingExample("", text) for text in batch]
+            corpus = [clm_example(text) for text in batch]
             await self.reference.run(self.reference.train_step, corpus, self.reference_optimizer)
         self.steps_done = step
         return result
+
+    async def train_on_corpus(self, batch: list[str]) -> StepResult:
+        """A CLM update on corpus texts."""
+        return await self.train_on([Tagged(clm_example(text), (), "corpus") for text in batch])
 
     # --- the interactive step ----------------------------------------------------------------
 
@@ -163,7 +167,7 @@ class TnDLearner(Learner):
             received = await self.ctx.teachers.lesson("Demonstrate", self.demonstrate_request(record.prompts, seed))
             if received is None:  # the teacher's guard blocked the whole set: a CLM step instead
                 log.info("step %d: no demonstrations (blocked); a CLM step instead", step)
-                return await self.train_on([Tagged(TrainingExample("", text), (), "corpus") for text in batch])
+                return await self.train_on_corpus(batch)
             # Each demonstration carries its prompt; one for a prompt we did not send is not used.
             asked = set(record.prompts)
             demos = [
@@ -187,7 +191,7 @@ class TnDLearner(Learner):
         await self.ctx.host.run(self.ppo_update, record, prompts, responses)
         record.clm_loss = await self.ctx.host.run(
             self.ctx.host.train_step,
-            [TrainingExample("", f"{p} {c}".strip()) for p, c in zip(prompts, responses, strict=True)],
+            [clm_example(f"{p} {c}".strip()) for p, c in zip(prompts, responses, strict=True)],
             self.ctx.optimizer,
         )
         self.trial_counts.update(w for trial in record.trials for w in trial.split() if w in self.task.vocabulary)

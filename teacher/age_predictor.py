@@ -35,7 +35,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassificat
 from node.llm.host import ModelHost
 from node.llm.placement import resolve_placement
 from node.llm.sampling import SamplingParams
-from node.llm.sft import SFTConfig, learning_rate
+from node.llm.sft import SFTConfig, learning_rate, shuffled_batches
 from node.llm.tokenizer import encode
 from node.tasks.word_learning import WordLearningTask
 from teacher.tnd_teacher import teacher_checkpoints
@@ -268,13 +268,9 @@ def train_age_predictor(
     model = torch.nn.Module.to(build_regressor(tokenizer, config), device=device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
     schedule = SFTConfig(steps=config.steps, lr=config.lr, warmup_steps=max(1, min(30, config.steps // 10)))
-    order, cursor = random.Random(config.seed), len(train)
+    batches = shuffled_batches(train, config.batch_size, random.Random(config.seed))
     for step in range(config.steps):
-        if cursor + config.batch_size > len(train):
-            order.shuffle(train)
-            cursor = 0
-        batch = train[cursor : cursor + config.batch_size]
-        cursor += config.batch_size
+        batch = next(batches)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, schedule)
         model.train()

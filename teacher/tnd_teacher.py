@@ -35,7 +35,7 @@ from node.llm.host import ModelHost
 from node.llm.loading import TinySpec
 from node.llm.placement import resolve_placement
 from node.llm.sft import SFTConfig, learning_rate, shuffled_batches
-from node.llm.training import TrainingExample
+from node.llm.training import clm_example
 from node.tasks.word_learning import WordLearningTask
 
 TASK = "word_learning"
@@ -86,7 +86,6 @@ class TeacherTrainReport:
     steps: int = 0
     seconds: float = 0.0
     parameters: int = 0
-    unknown_token_rate: float = 0.0  # share of corpus tokens the tokenizer maps to <unk>
     losses: list[float] = field(default_factory=list)  # training loss of every step, in order
     checkpoints: list[CheckpointRecord] = field(default_factory=list)
 
@@ -101,7 +100,6 @@ class TeacherTrainReport:
             "steps": self.steps,
             "seconds": round(self.seconds, 2),
             "parameters": self.parameters,
-            "unknown_token_rate": self.unknown_token_rate,
             "schedule": "steps 2, 4, 6, 8 x 10^k and 10^(k+1) up to the last step, plus the last step",
             "checkpoints": [
                 {
@@ -145,18 +143,6 @@ def teacher_checkpoints(teacher_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def clm_example(sentence: str) -> TrainingExample:
-    """Causal LM on a whole sentence: empty prompt (BOS only), the sentence and EOS are learned."""
-    return TrainingExample(prompt="", target=sentence)
-
-
-def _unknown_rate(host: ModelHost, sentences: list[str]) -> float:
-    """Share of the corpus's tokens that the tokenizer maps to <unk> (words its own training texts lacked)."""
-    rows: list[list[int]] = host.tokenizer(sentences, add_special_tokens=False)["input_ids"]
-    ids = [token for row in rows for token in row]
-    return ids.count(host.tokenizer.unk_token_id) / max(1, len(ids))
-
-
 def _clear(out: Path, overwrite: bool) -> None:
     """Refuse to mix two runs in one directory; with overwrite, remove the old run's files."""
     old = [out / CHECKPOINTS_DIR, out / FINAL_DIR, out / TEACHER_FILE]
@@ -187,8 +173,7 @@ def train_teacher(
     _clear(out, overwrite)
     task = WordLearningTask()
     host = ModelHost.build(task, config.spec, resolve_placement(config.device, config.dtype), seed=config.seed)
-    sentences = task.sentences(config.corpus, config.seed)
-    pool = [clm_example(s) for s in sentences]
+    pool = [clm_example(s) for s in task.sentences(config.corpus, config.seed)]
     held_out = [clm_example(s) for s in task.sentences(config.held_out, config.seed, split="seen")]
     keep = set(checkpoint_schedule(config.steps))
     schedule = SFTConfig(
@@ -199,7 +184,7 @@ def train_teacher(
     )
     optimizer = host.make_optimizer(config.lr, config.weight_decay)
     batches = shuffled_batches(pool, config.batch_size, random.Random(config.seed))
-    report = TeacherTrainReport(out, parameters=host.parameter_count, unknown_token_rate=_unknown_rate(host, sentences))
+    report = TeacherTrainReport(out, parameters=host.parameter_count)
     started = time.monotonic()
 
     for step in range(1, config.steps + 1):

@@ -20,7 +20,7 @@ from node.app import Node
 from node.cli import main
 from node.config import ConfigError
 from node.llm import ModelHost, TinySpec, resolve_placement
-from node.llm.training import IGNORE, encode_batch
+from node.llm.training import IGNORE, clm_example, encode_batch
 from node.rpc.agora.v1 import teacher_pb2
 from node.tasks.word_learning import WordLearningTask
 from teacher.age_predictor import (
@@ -37,7 +37,6 @@ from teacher.tnd_teacher import (
     TeacherTrainConfig,
     TeacherTrainReport,
     checkpoint_schedule,
-    clm_example,
     teacher_checkpoints,
     train_teacher,
 )

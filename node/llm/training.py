@@ -31,6 +31,11 @@ class TrainingExample:
         return [(self.target, 1.0)] if isinstance(self.target, str) else self.target
 
 
+def clm_example(text: str) -> TrainingExample:
+    """Causal LM on a whole text: an empty prompt (BOS only), then the text and EOS are learned."""
+    return TrainingExample(prompt="", target=text)
+
+
 @dataclass(frozen=True)
 class TrainingBatch:
     """Right-padded tensors for one forward pass; `weights` is 0 wherever `labels` is IGNORE."""
