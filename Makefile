@@ -12,7 +12,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check --quiet
 .PHONY: help setup demo test lint prometheus proto bench bench-quick clean
 
 help:
-	@echo "make demo    start a node, show its health and metrics, stop it cleanly"
+	@echo "make demo    agora simulate: a teacher, two students and a no-teacher baseline learn; report in demo-run/"
 	@echo "make test    lint (ruff, mypy) and run the test suite (installs Debian's prometheus if missing)"
 	@echo "make lint    ruff and mypy only"
 	@echo "make proto   regenerate node/rpc/ from proto/"
@@ -33,8 +33,11 @@ $(STAMP): pyproject.toml | $(PY)
 
 setup: $(STAMP)
 
+# The whole product in one command: `agora simulate` with its defaults (README, "Simulate a network").
+# A rerun reuses the teacher trained by the first one (demo-run/models) and replaces the rest.
 demo: setup
-	$(PY) -m node.demo
+	rm -rf demo-run/nodes demo-run/logs
+	$(VENV)/bin/agora simulate --out demo-run
 
 lint: setup
 	$(PY) -m ruff check .

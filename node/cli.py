@@ -12,6 +12,7 @@
     agora audit --model DIR               Secret Sharer audit of planted canaries
     agora learn --config student.yaml     run a student: learn from the network's teachers
     agora tnd train-teacher|train-reward|report   TnD's teacher, age predictor and word-learning report
+    agora simulate [--nodes N] [--out DIR]  a whole teaching network on this machine, and its report
 
 Exit codes: 0 success, 1 the operation failed (node not serving, port taken), 2 bad input
 (usage, invalid config) with one message and no traceback.
@@ -37,6 +38,7 @@ from node import (
     cli_model,
     cli_peers,
     cli_privacy,
+    cli_simulate,
     cli_teacher,
     cli_tnd,
 )
@@ -148,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_teacher.add_command(commands, _config_arguments)
     cli_learn.add_command(commands, _config_arguments)
     cli_tnd.add_commands(commands)
+    cli_simulate.add_command(commands)
     return parser
 
 
@@ -243,6 +246,7 @@ def _learn(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for reports that show how to rerun
     handlers = {
         "run": _run,
         "health": _health,
@@ -256,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         "teacher": _teacher,
         "learn": _learn,
         "tnd": cli_tnd.run,
+        "simulate": cli_simulate.run,
     }
     try:
         return handlers[args.command](args)

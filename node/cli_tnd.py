@@ -53,6 +53,15 @@ def add_commands(commands: Any) -> None:
     teacher.add_argument(
         "--dtype", default="float32", choices=["auto", "float32", "bfloat16", "float16"], help="(default float32)"
     )
+    teacher.add_argument(
+        "--private",
+        type=Path,
+        metavar="FILE",
+        help="the teacher's private sentences, one per line, added to the corpus (e.g. a canary to audit later)",
+    )
+    teacher.add_argument(
+        "--private-repeats", type=int, default=20, metavar="N", help="times each private sentence is added (default 20)"
+    )
     teacher.add_argument("--force", action="store_true", help="replace a teacher run already in --out")
 
     reward = sub.add_parser(
@@ -128,11 +137,30 @@ class _Progress:
             self.bar = None
 
 
+def _private_sentences(path: Path | None) -> tuple[str, ...]:
+    """The --private file's sentences; words outside the task's vocabulary would train as <unk>."""
+    if path is None:
+        return ()
+    from node.tasks.word_learning import WordLearningTask
+
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UsageError(f"--private {path}: {exc.strerror or exc}") from None
+    sentences = tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+    known = set(WordLearningTask().vocabulary)
+    unknown = sorted({word for s in sentences for word in s.split() if word not in known})
+    if unknown:
+        raise UsageError(f"--private {path}: words outside the word_learning vocabulary: {', '.join(unknown[:10])}")
+    return sentences
+
+
 def _train_teacher(args: argparse.Namespace) -> int:
     from node.llm import ModelLoadError, TinySpec, resolve_placement
     from teacher.tnd_teacher import CHECKPOINTS_DIR, FINAL_DIR, TEACHER_FILE, TeacherTrainConfig, train_teacher
 
     _positive(steps=args.steps, batch_size=args.batch_size, lr=args.lr, corpus=args.corpus)
+    private = _private_sentences(args.private)
     try:
         spec = TinySpec("llama", args.layers, args.dim, args.heads)
         placement = resolve_placement(args.device, args.dtype)
@@ -145,6 +173,8 @@ def _train_teacher(args: argparse.Namespace) -> int:
             device=args.device,
             dtype=args.dtype,
             seed=args.seed,
+            private=private,
+            private_repeats=args.private_repeats,
         )
     except (ModelLoadError, ValueError) as exc:
         raise UsageError(str(exc)) from None

@@ -356,6 +356,12 @@ class StudentSection(Section):
     tnd_mode: Literal["tnd", "trial_only", "demo_only", "clm_only"] = Field(
         "tnd", description="TnD: trials and demonstrations, one of them alone (ablations), or CLM steps only."
     )
+    tnd_corpus: int = Field(
+        0,
+        ge=0,
+        description="TnD: sentences of the corpus the student owns, drawn from again and again "
+        "(0 = a fresh batch from the generator at every step: unlimited data).",
+    )
     tnd_clm_steps: int = Field(3, ge=1, le=1000, description="TnD: CLM steps before each interactive phase (c).")
     tnd_interactive_steps: int = Field(1, ge=1, le=1000, description="TnD: interactive steps per phase (r).")
     tnd_prompt_tokens: int = Field(5, ge=1, le=64, description="TnD: prompt length, in tokens cut from batch texts.")

@@ -1,7 +1,8 @@
-"""Run `agora run` as a child process and learn where it listens from its JSON startup log line.
+"""Run `agora run` (or `agora learn`) as a child process and learn where it listens from its JSON
+startup log line.
 
-Used by `make demo`, by integration tests and (later) by `agora simulate`: each node is a real
-OS process that can be signalled, killed and restarted.
+Used by `agora simulate` (and so `make demo`) and by integration tests: each node is a real OS
+process that can be signalled, killed and restarted.
 """
 
 from __future__ import annotations
@@ -43,12 +44,18 @@ def read_log_records(path: Path) -> list[dict[str, object]]:
 
 
 class NodeProcess:
-    """One `agora run` child process, logging JSON lines to ``log_path``."""
+    """One `agora run` (or `agora learn`: ``command``) child process, logging JSON lines to ``log_path``."""
 
     def __init__(
-        self, args: list[str], log_path: Path, env: dict[str, str] | None = None, prefix: list[str] | None = None
+        self,
+        args: list[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        prefix: list[str] | None = None,
+        command: str = "run",
     ) -> None:
         self.args = args
+        self.command = command
         self.log_path = log_path
         self.env = env
         # A command the node runs under, e.g. ["ip", "netns", "exec", NS] for a network namespace
@@ -59,11 +66,21 @@ class NodeProcess:
 
     def start(self, timeout_s: float = 60.0) -> StartedNode:
         """Spawn the node and wait for its startup line; raise with the log tail on failure."""
+        self.launch()
+        return self.wait_until_serving(timeout_s)
+
+    def launch(self) -> None:
+        """Spawn the node without waiting (start several at once, then wait for each)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        command = [*self.prefix, sys.executable, "-m", "node.cli", "run", "--log-format", "json", *self.args]
+        command = [*self.prefix, sys.executable, "-m", "node.cli", self.command, "--log-format", "json", *self.args]
         env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("wb") as log_file:
             self.process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+
+    def wait_until_serving(self, timeout_s: float = 60.0) -> StartedNode:
+        """Wait for the launched node's startup line; raise with the log tail on failure."""
+        if self.process is None:
+            raise NodeProcessError("node was never launched")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             started = self._startup_record()
@@ -111,6 +128,10 @@ class NodeProcess:
             raise NodeProcessError(
                 f"node did not exit within {timeout_s:.0f}s of SIGTERM:\n{self.log_tail()}"
             ) from None
+
+    def poll(self) -> int | None:
+        """The exit code once the process has ended, else None."""
+        return None if self.process is None else self.process.poll()
 
     def kill(self) -> None:
         """SIGKILL (fault injection, or cleanup after a failure)."""

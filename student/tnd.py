@@ -31,6 +31,7 @@ import copy
 import json
 import logging
 import math
+import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -59,6 +60,7 @@ SURPRISAL_FILE = "surprisal.jsonl"
 VALUE_HEAD_FILE = "value_head.safetensors"
 REFERENCE_FILE = "reference.safetensors"
 TRAINING_STATE_FILE = "tnd_optimizers.json"
+OWN_CORPUS_SEED = 7919  # the generator seed of the sentences a student owns (tnd_corpus)
 END_MARKS = frozenset({".", "!", "?"})  # every sentence of the corpus ends with one
 SENTENCE_TOKENS = 16  # the longest template has 13 words (word-level tokens)
 
@@ -111,6 +113,7 @@ class TnDLearner(Learner):
                 copy.deepcopy(ctx.host.model), ctx.host.tokenizer, ctx.host.placement, replace(ctx.host.metadata)
             )
             self.reference_optimizer = self.reference.make_optimizer(s.lr)
+        self.own_corpus: list[str] | None = None  # with tnd_corpus: the only sentences it has
         self.steps_done = 0
         self.trial_counts: Counter[str] = Counter()
         self.test_words = self.task.test_words()
@@ -127,9 +130,15 @@ class TnDLearner(Learner):
         return (step - 1) % phase >= s.tnd_clm_steps
 
     def corpus_batch(self, step: int) -> list[str]:
-        """The step's batch of child-directed sentences: fresh, and the same again after a resume."""
+        """The step's batch of child-directed sentences: fresh (or, with `tnd_corpus`, drawn from the
+        student's own few sentences), and the same again after a resume. The own sentences do not
+        depend on the seed, so students that differ in seed own the same data."""
         s = self.ctx.settings
-        return self.task.sentences(s.batch_size, seed=s.seed * 1_000_003 + step)
+        if not s.tnd_corpus:
+            return self.task.sentences(s.batch_size, seed=s.seed * 1_000_003 + step)
+        if self.own_corpus is None:
+            self.own_corpus = self.task.sentences(s.tnd_corpus, seed=OWN_CORPUS_SEED)
+        return random.Random(s.seed * 1_000_003 + step).choices(self.own_corpus, k=s.batch_size)
 
     async def step(self, step: int) -> StepResult:
         batch = self.corpus_batch(step)

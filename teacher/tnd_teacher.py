@@ -63,6 +63,10 @@ class TeacherTrainConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:N or mps
     dtype: str = "float32"  # weights dtype; AdamW from scratch wants float32
     seed: int = 0  # corpus, data order and initial weights
+    # The teacher's private sentences (e.g. a planted canary for a Secret Sharer audit), each added
+    # to the corpus `private_repeats` times: rare text a model memorizes only when it recurs.
+    private: tuple[str, ...] = ()
+    private_repeats: int = 20
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "corpus", "held_out"):
@@ -70,6 +74,8 @@ class TeacherTrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"the learning rate must be positive, got {self.lr}")
+        if self.private_repeats < 0:
+            raise ValueError(f"private_repeats must not be negative, got {self.private_repeats}")
 
 
 @dataclass(frozen=True)
@@ -174,6 +180,7 @@ def train_teacher(
     task = WordLearningTask()
     host = ModelHost.build(task, config.spec, resolve_placement(config.device, config.dtype), seed=config.seed)
     pool = [clm_example(s) for s in task.sentences(config.corpus, config.seed)]
+    pool += [clm_example(s) for s in config.private for _ in range(config.private_repeats)]
     held_out = [clm_example(s) for s in task.sentences(config.held_out, config.seed, split="seen")]
     keep = set(checkpoint_schedule(config.steps))
     schedule = SFTConfig(

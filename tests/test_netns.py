@@ -13,20 +13,17 @@ Needs root and iproute2's `ip netns`; skipped otherwise, with the reason.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from node.netns import bridged_namespaces, netns_unavailable
 from node.process import NodeProcess
 from node.rpc.agora.v1 import node_pb2
 from node.store import SavedView, StoreError, read_saved_view
@@ -42,43 +39,6 @@ FAST_PEERS = [
     "peers.dead_after_s=3",
     "peers.forget_after_s=30",
 ]
-IP = shutil.which("ip") or next((p for p in ("/usr/sbin/ip", "/sbin/ip") if os.path.exists(p)), None)
-TAG = f"{os.getpid() % 100000}"  # unique per run: parallel or leftover runs do not clash
-
-
-def _netns_unavailable() -> str | None:
-    """Why namespaces cannot be made here, or None; probed by making (and removing) one."""
-    if os.geteuid() != 0:
-        return f"needs root for ip netns (running as uid {os.geteuid()})"
-    if IP is None:
-        return "iproute2 `ip` is not installed"
-    probe = f"agora-probe-{TAG}"
-    added = subprocess.run([IP, "netns", "add", probe], capture_output=True, text=True)
-    if added.returncode != 0:
-        return f"`ip netns add` does not work here: {added.stderr.strip()}"
-    subprocess.run([IP, "netns", "del", probe], capture_output=True)
-    return None
-
-
-def ip(*args: str, check: bool = True) -> None:
-    assert IP is not None
-    result = subprocess.run([IP, *args], capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"`ip {' '.join(args)}` failed ({result.returncode}): {result.stderr.strip()}")
-
-
-def _free_subnet() -> int:
-    """X of a 10.77.X.0/24 that no interface or route here uses (start from the pid, for spread)."""
-    assert IP is not None
-    used = " ".join(
-        subprocess.run([IP, "-4", *what], capture_output=True, text=True).stdout
-        for what in (["-o", "addr", "show"], ["route", "show", "table", "all"])
-    )
-    for offset in range(250):
-        x = (os.getpid() + offset) % 250 + 1
-        if f"10.77.{x}." not in used:
-            return x
-    raise RuntimeError("every 10.77.X.0/24 is in use on this machine")
 
 
 @dataclass
@@ -94,45 +54,6 @@ class Host:
     @property
     def address(self) -> str:
         return f"{self.ip}:{PORT}"
-
-
-@contextmanager
-def bridged_namespaces(subnet: int, letters: str) -> Iterator[dict[str, str]]:
-    """One namespace per letter at 10.77.<subnet>.<k>, on a bridge at .254 in the root namespace
-    (so this process can reach every node). Yields letter -> namespace; removes everything after."""
-    bridge = f"agbr{TAG}"
-    namespaces = {letter: f"agora-{TAG}-{letter}" for letter in letters}
-
-    def remove() -> None:  # tolerant: parts may be missing, or left by an earlier run killed hard
-        for letter, netns in namespaces.items():
-            ip("netns", "del", netns, check=False)  # also destroys the veth pair
-            ip("link", "del", f"agv{TAG}{letter}", check=False)
-            shutil.rmtree(f"/etc/netns/{netns}", ignore_errors=True)
-        ip("link", "del", bridge, check=False)
-
-    etc_netns = Path("/etc/netns")
-    made_etc_netns = not etc_netns.exists()
-    remove()
-    try:
-        ip("link", "add", bridge, "type", "bridge")
-        ip("addr", "add", f"10.77.{subnet}.254/24", "dev", bridge)
-        ip("link", "set", bridge, "up")
-        for k, (letter, netns) in enumerate(namespaces.items(), start=1):
-            outside, inside = f"agv{TAG}{letter}", f"agp{TAG}{letter}"  # at most 15 characters
-            ip("netns", "add", netns)
-            ip("link", "add", outside, "type", "veth", "peer", "name", inside)
-            ip("link", "set", inside, "netns", netns)
-            ip("link", "set", outside, "master", bridge)
-            ip("link", "set", outside, "up")
-            ip("-n", netns, "addr", "add", f"10.77.{subnet}.{k}/24", "dev", inside)
-            ip("-n", netns, "link", "set", inside, "up")
-            ip("-n", netns, "link", "set", "lo", "up")
-        yield namespaces
-    finally:
-        remove()
-        if made_etc_netns:
-            with suppress(OSError):  # not empty: another run is using it
-                etc_netns.rmdir()
 
 
 def agora(*args: str) -> subprocess.CompletedProcess[str]:
@@ -189,24 +110,24 @@ def logs(hosts: list[Host]) -> str:
 
 @pytest.mark.timeout(120)
 def test_three_nodes_in_separate_network_namespaces_converge_over_mtls(tmp_path: Path) -> None:
-    reason = _netns_unavailable()
+    reason = netns_unavailable()
     if reason is not None:
         pytest.skip(reason)
-    subnet = _free_subnet()
-    net = f"10.77.{subnet}"
 
-    with bridged_namespaces(subnet, "abc") as namespaces:
+    with bridged_namespaces(["a", "b", "c"]) as spaces:
         # Node c's namespace resolves the seed name to both a and b, like a headless service
         # (`ip netns exec` mounts /etc/netns/<ns>/hosts over /etc/hosts for the node).
-        hosts_dir = Path("/etc/netns") / namespaces["c"]
+        hosts_dir = Path("/etc/netns") / spaces["c"].netns
         hosts_dir.mkdir(parents=True, exist_ok=True)
-        (hosts_dir / "hosts").write_text(f"127.0.0.1 localhost\n{net}.1 {SEED_NAME}\n{net}.2 {SEED_NAME}\n")
+        (hosts_dir / "hosts").write_text(
+            f"127.0.0.1 localhost\n{spaces['a'].ip} {SEED_NAME}\n{spaces['b'].ip} {SEED_NAME}\n"
+        )
 
         agora("certs", "init-ca", "--out", str(tmp_path / "ca"))
-        seeds = {"a": [], "b": [f"{net}.1:{PORT}"], "c": [f"dns:///{SEED_NAME}:{PORT}"]}
+        seeds = {"a": [], "b": [f"{spaces['a'].ip}:{PORT}"], "c": [f"dns:///{SEED_NAME}:{PORT}"]}
         hosts: list[Host] = []
-        for k, letter in enumerate("abc", start=1):
-            name, address, data_dir = f"ns-{letter}", f"{net}.{k}", tmp_path / f"ns-{letter}"
+        for letter in "abc":
+            name, address, data_dir = f"ns-{letter}", spaces[letter].ip, tmp_path / f"ns-{letter}"
             # An IP SAN for dialling by address (b's seed), the seed name for c's dns:/// seed;
             # the node name is added as a DNS SAN for peers learned by gossip.
             agora("certs", "issue", "--ca", str(tmp_path / "ca"), "--name", name, "--dns", SEED_NAME,
@@ -216,9 +137,8 @@ def test_three_nodes_in_separate_network_namespaces_converge_over_mtls(tmp_path:
             for setting in [*FAST_PEERS, f"peers.seeds={json.dumps(seeds[letter])}"]:
                 args += ["--set", setting]
             # `ip netns exec` execs the node in place: the pid, signals and exit code are the node's.
-            netns_exec = [IP or "ip", "netns", "exec", namespaces[letter]]
-            process = NodeProcess(args, tmp_path / f"{name}.log", prefix=netns_exec)
-            hosts.append(Host(name, namespaces[letter], address, data_dir, process))
+            process = NodeProcess(args, tmp_path / f"{name}.log", prefix=spaces[letter].prefix())
+            hosts.append(Host(name, spaces[letter].netns, address, data_dir, process))
         a, b, c = hosts
 
         try:

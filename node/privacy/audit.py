@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from node.llm.host import ModelHost
     from node.llm.scoring import ContinuationScore
 
-Kind = Literal["digits", "name"]
+Kind = Literal["digits", "name", "word"]
 _DIGITS = re.compile(r"[0-9]+$")
 _NAME = re.compile(r"[^\W\d_]+$")  # a trailing run of letters (any script)
 NAME_MASK = "****"  # one fixed width, so the mask does not tell how long the name is
@@ -46,6 +46,9 @@ class Canary:
     secret: str
     kind: Kind
     line: int = 0  # line number in the canaries file (0 when parsed alone)
+    # kind "word": the secret is a word of a word-level vocabulary, and its rivals are these words
+    # (e.g. the other nouns of the task), so that grammar alone does not rank the secret high.
+    words: tuple[str, ...] = ()
 
     @property
     def masked(self) -> str:
@@ -95,7 +98,11 @@ def space_size(canary: Canary) -> int:
     if canary.kind == "digits":
         return int(10 ** len(canary.secret))
     secret = canary.secret.casefold()
-    return 1 + sum(name.casefold() != secret for name in first_names())
+    return 1 + sum(name.casefold() != secret for name in _rivals(canary))
+
+
+def _rivals(canary: Canary) -> tuple[str, ...]:
+    return canary.words if canary.kind == "word" else first_names()
 
 
 def _styled(name: str, secret: str) -> str:
@@ -120,7 +127,7 @@ def candidate_pool(canary: Canary, n: int, rng: random.Random) -> list[str]:
                 drawn.append(value)
         return [canary.secret, *drawn]
     secret = canary.secret.casefold()
-    names = [name for name in first_names() if name.casefold() != secret]
+    names = [name for name in _rivals(canary) if name.casefold() != secret]
     return [canary.secret, *(_styled(name, canary.secret) for name in rng.sample(names, n - 1))]
 
 

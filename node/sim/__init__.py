@@ -1,0 +1,1 @@
+"""`agora simulate`: a whole teaching network of real node processes on one machine."""
