@@ -31,7 +31,7 @@ def add_command(commands: Any) -> None:
     simulate.add_argument("--nodes", type=int, metavar="N", help="1 teacher + N-1 students (default 3)")
     simulate.add_argument("--task", help="task to teach and learn (default word_learning)")
     simulate.add_argument("--algorithm", help="tripost, yoda, social, tnd or sft (default tnd)")
-    simulate.add_argument("--steps", type=int, metavar="N", help="learning steps per student (default 150)")
+    simulate.add_argument("--steps", type=int, metavar="N", help="learning steps per student (default 400)")
     simulate.add_argument(
         "--teacher-model", type=Path, metavar="DIR", help="load the teacher's model instead of training one"
     )

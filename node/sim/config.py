@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from node.config import NODE_NAME, AlgorithmName, ConfigError
+from node.tasks import TaskError, get_task
 
 SimRole = Literal["teacher", "student", "baseline"]
 FAULT = re.compile(r"^(?P<node>[A-Za-z0-9._-]{1,64})@(?P<step>\d+)$")
@@ -140,6 +141,14 @@ class SimConfig(BaseModel):
         for fault in self.faults:
             if fault.node not in names:
                 raise ValueError(f"{fault}: no node is called {fault.node!r} (nodes: {', '.join(names)})")
+            if fault.action == "kill" and fault.step >= self.steps:
+                raise ValueError(f"{fault}: step {fault.step} is not before the last learning step ({self.steps})")
+        try:
+            get_task(self.task)
+        except TaskError as exc:
+            raise ValueError(str(exc)) from None
+        if self.algorithm == "tnd" and self.task != "word_learning":
+            raise ValueError(f"algorithm tnd learns the word_learning corpus, not {self.task!r}")
         return self
 
     def students(self) -> dict[str, Any]:
@@ -190,6 +199,8 @@ def load_sim_config(path: Path | None, overrides: dict[str, Any]) -> SimConfig:
         return SimConfig(**data)
     except ValidationError as exc:
         where = f" in {path}" if path is not None else ""
-        first = exc.errors(include_url=False)[0]
-        field = ".".join(str(part) for part in first["loc"]) or "config"
+        errors = exc.errors(include_url=False)
+        # `nodes` is int | list: pydantic reports each branch; the deepest error names the real problem
+        first = max(errors, key=lambda e: len(e["loc"]))
+        field = ".".join(str(p) for p in first["loc"] if p not in ("int", "list[SimNode]")) or "config"
         raise ConfigError(f"invalid simulation config{where}: {field}: {first['msg']}") from None

@@ -86,11 +86,15 @@ class SimulatedNode:
         return self.process is not None and self.process.poll() is None
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+def _free_port(taken: set[int]) -> int:
+    """A loopback port free now and not handed out before in this run."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        if port not in taken:
+            taken.add(port)
+            return port
 
 
 def baseline_student(algorithm: str) -> dict[str, Any]:
@@ -106,12 +110,12 @@ class SimNetwork:
     def __init__(self, config: SimConfig, out: Path, hosts: dict[str, Host] | None = None) -> None:
         self.config, self.out, self.hosts = config, out, hosts
         self.nodes: dict[str, SimulatedNode] = {}
-        learner = 0
+        learner, taken = 0, set[int]()
         for spec in config.node_list():
             learner += spec.role != "teacher"
             host = hosts[spec.name] if hosts else None
-            address = f"{host.ip}:{NETNS_PORT}" if host else f"127.0.0.1:{_free_port()}"
-            metrics = f"{host.ip}:{NETNS_METRICS_PORT}" if host else f"127.0.0.1:{_free_port()}"
+            address = f"{host.ip}:{NETNS_PORT}" if host else f"127.0.0.1:{_free_port(taken)}"
+            metrics = f"{host.ip}:{NETNS_METRICS_PORT}" if host else f"127.0.0.1:{_free_port(taken)}"
             index = learner if spec.role != "teacher" else 0
             self.nodes[spec.name] = SimulatedNode(spec, index, out / "nodes" / spec.name, address, metrics, host)
 

@@ -24,6 +24,7 @@ class NodeSnapshot:
     name: str
     role: str
     up: bool
+    finished: bool  # a student that exited 0: done, not down
     step: int  # students: updates recorded so far; teachers: 0
     lessons: int  # students: lessons received; teachers: lessons released
     seen: float | None  # accuracy at the last evaluation (students)
@@ -74,6 +75,7 @@ def snapshot(node: SimulatedNode) -> NodeSnapshot:
         name=node.name,
         role=node.role,
         up=node.running and bool(samples),
+        finished=node.learns and not node.running and node.exit_code == 0,
         step=_count(node, "SELECT MAX(step) FROM updates") if learner else 0,
         lessons=_count(node, "SELECT COUNT(*) FROM received_lessons" if learner else "SELECT COUNT(*) FROM lessons"),
         seen=_gauge(samples, "agora_eval_accuracy", split="seen"),
@@ -93,7 +95,7 @@ def progress_line(shot: NodeSnapshot, steps: int, elapsed_s: float) -> str:
     head = f"[{elapsed_s:5.0f}s] {shot.name:<8} {shot.role:<8}"
     eps = "eps -" if shot.epsilon_spent is None else f"eps {shot.epsilon_spent:.3g}/{shot.epsilon_budget or 0:g}"
     if not shot.up:
-        state = "down"
+        state = f"finished  step {shot.step:4d}/{steps}" if shot.finished else "down"
     elif shot.role == "teacher":
         state = f"serving   lessons {shot.lessons:4d}  blocked {shot.blocked}"
     else:

@@ -143,8 +143,10 @@ def _accuracy(m: Mapping[str, Any]) -> list[str]:
     return [
         "## Accuracy",
         "",
-        "Accuracy on problems seen in lessons and on unseen ones, before and after learning; the gain is the",
-        f"student's after-accuracy minus the no-teacher baseline's, in percentage points ({note}).",
+        "Accuracy on held-out problems, before and after learning: `seen` problems are new ones of the",
+        "training distribution, `unseen` ones have shapes no student trained on (longer, deeper, other",
+        "sentence frames). The gain is the student's after-accuracy minus the no-teacher baseline's, in",
+        f"percentage points ({note}).",
         "",
         *_table(header, rows),
         "",

@@ -12,6 +12,7 @@ teacher settings, so a second `agora simulate` skips the wait.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -55,6 +56,21 @@ def simulation_canary(config: SimConfig) -> Canary:
     return Canary(context, secret, "word", words=rivals)
 
 
+_PROGRESS = re.compile(r"^\w+ (\d+)/(\d+)\b")
+_NOISE = ("Warning:", "return forward_call", "[transformers]")  # library deprecation chatter; kept in the log
+
+
+def _worth_showing(line: str) -> bool:
+    """Progress at each quarter, results and errors; the log file keeps every line."""
+    if any(marker in line for marker in _NOISE):
+        return False
+    progress = _PROGRESS.match(line.strip())
+    if progress is None:
+        return True
+    done, total = int(progress[1]), int(progress[2])
+    return done * 4 % total == 0 if total >= 4 else True
+
+
 def _run(command: list[str], say: Say, log: Path) -> None:
     """Run an agora command, echoing its progress lines indented; raise with its tail on failure."""
     say("      $ agora " + " ".join(command))
@@ -69,7 +85,8 @@ def _run(command: list[str], say: Say, log: Path) -> None:
         assert process.stdout is not None
         for line in process.stdout:
             sink.write(line)
-            say("        " + line.rstrip())
+            if _worth_showing(line):
+                say("        " + line.rstrip())
         code = process.wait()
     if code != 0:
         raise RuntimeError(f"`agora {' '.join(command[:3])}` failed (exit {code}); see {log}")
