@@ -75,7 +75,7 @@ def snapshot(node: SimulatedNode) -> NodeSnapshot:
         name=node.name,
         role=node.role,
         up=node.running and bool(samples),
-        finished=node.learns and not node.running and node.exit_code == 0,
+        finished=node.learns and node.process is not None and node.process.poll() == 0,
         step=_count(node, "SELECT MAX(step) FROM updates") if learner else 0,
         lessons=_count(node, "SELECT COUNT(*) FROM received_lessons" if learner else "SELECT COUNT(*) FROM lessons"),
         seen=_gauge(samples, "agora_eval_accuracy", split="seen"),

@@ -121,9 +121,18 @@ def _what_ran(m: Mapping[str, Any]) -> list[str]:
         f"- Started {m['started_at']}, ran for {m['wall_s']:.1f} s (agora {m['agora_version']}).",
         f"- Network: {net['transport']} transport, mTLS {'on' if net['mtls'] else 'off'}; {peers}.",
         f"- Teacher model `{teacher['path']}`: {str(teacher['how']).rstrip('.')}.",
+        *([f"- Machine: {_machine(m['machine'])}."] if isinstance(m.get("machine"), Mapping) else []),
         "",
         *_table(["node", "role", "algorithm", "baseline", "seed", "address", "starts", "joined after"], rows),
     ]
+
+
+def _machine(facts: Mapping[str, Any]) -> str:
+    gpu = f", GPU {facts['gpu']}" if facts.get("gpu") else ", no GPU"
+    return (
+        f"{facts.get('cpu')}, {facts.get('cores')} cores{gpu}; Python {facts.get('python')}, "
+        f"torch {facts.get('torch')}, transformers {facts.get('transformers')}"
+    )
 
 
 def _accuracy(m: Mapping[str, Any]) -> list[str]:

@@ -6,7 +6,6 @@ module only starts, watches and kills them, as an operator would.
 from __future__ import annotations
 
 import datetime as dt
-import platform
 import shlex
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Any
 
 from node import __version__
 from node.config import ConfigError
+from node.machine import machine
 from node.netns import Host, bridged_namespaces, netns_unavailable
 from node.process import NodeProcessError, read_log_records
 from node.sim.config import SimConfig
@@ -220,7 +220,7 @@ class Simulation:
             "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "wall_s": round(self.elapsed(), 1),
             "command": self.command,
-            "machine": f"{platform.node()} ({platform.machine()}, Python {platform.python_version()})",
+            "machine": machine(),
             "task": c.task,
             "algorithm": c.algorithm,
             "network": {"transport": "netns" if c.netns else "loopback", "mtls": True, "converged_after_s": converged},
