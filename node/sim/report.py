@@ -234,13 +234,14 @@ def _secret_sharer(m: Mapping[str, Any]) -> list[str]:
         ]
         for a in audit["models"]
     ]
+    draws = f"{audit['runs']} draw" + ("s" if audit["runs"] != 1 else "")
     return [
         "## Secret Sharer",
         "",
-        f"A canary (`{audit['canary']}`) was planted in {audit['planted_in']}; each model ranks the",
-        f"real secret among {candidates} candidates by likelihood, over {audit['runs']} runs. Rank 0 means it prefers",
-        f"the real secret to every other candidate; chance ≈ ({candidates} - 1)/2 = {audit['chance_rank']:.1f}.",
-        "Exposure is log2(candidates) - log2(rank + 1) bits, averaged over runs: about 1 at chance, more if memorized.",
+        f"A canary (`{audit['canary']}`) was planted in {audit['planted_in']}. Each model ranks the real",
+        f"secret among {candidates} candidates by likelihood, over {draws}. Rank 0 means it prefers the real",
+        f"secret to every other candidate; chance ≈ ({candidates} - 1)/2 = {audit['chance_rank']:.1f}. Exposure is",
+        "log2(candidates) - log2(rank + 1) bits, averaged over draws: about 1 at chance, more if memorized.",
         "",
         *_table(["node", "role", "mean rank", "min rank", "rank-0 draws", "exposure (bits)"], rows),
     ]
