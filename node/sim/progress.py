@@ -32,6 +32,7 @@ class NodeSnapshot:
     epsilon_spent: float | None
     epsilon_budget: float | None
     blocked: int  # teachers: lessons the leakage guard blocked (this process's count)
+    failovers: int  # students: lesson calls moved off a failed teacher, or backed off (this process's count)
 
 
 def scrape(url: str, timeout_s: float = 2.0) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -83,6 +84,7 @@ def snapshot(node: SimulatedNode) -> NodeSnapshot:
         epsilon_spent=_gauge(samples, "agora_privacy_epsilon_spent"),
         epsilon_budget=_gauge(samples, "agora_privacy_epsilon_budget"),
         blocked=int(_sum(samples, "agora_lessons_blocked_total")),
+        failovers=int(_sum(samples, "agora_teacher_failovers_total")),
     )
 
 

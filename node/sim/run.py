@@ -6,6 +6,7 @@ module only starts, watches and kills them, as an operator would.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import shlex
 import sys
 import time
@@ -57,6 +58,7 @@ class Simulation:
         self.joined: dict[str, float | None] = {}
         self.network: SimNetwork | None = None
         self.down: set[str] = set()
+        self.failovers: dict[str, tuple[int, float]] = {}  # student -> (count reported, when)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.began
@@ -156,6 +158,8 @@ class Simulation:
                 self.inject(network, fault.action, fault.node, network_step, rejoining)
                 if fault.action == "restart" and network.nodes[fault.node].learns:
                     resuming.add(fault.node)
+            for node in learners:
+                self.note_failovers(node.name, shots[node.name].failovers, network_step)
             for name in list(resuming):
                 resumed = _resumed(network.nodes[name].logs[-1])
                 if resumed is not None:
@@ -185,6 +189,19 @@ class Simulation:
             if node.name not in self.down:
                 summary = _summary_lines(node.logs[-1])
                 self.say(f"      {node.name}: " + (summary[0] if summary else "finished"))
+
+    def note_failovers(self, name: str, count: int, network_step: int) -> None:
+        """A failover event when a student's count rises, at most one per student per 10 s."""
+        seen, at = self.failovers.get(name, (0, -math.inf))
+        if count <= seen:
+            if count < seen:  # a restart set its counter back to 0
+                self.failovers[name] = (count, at)
+            return
+        if time.monotonic() - at >= PROGRESS_EVERY_S:
+            calls = "call" if count - seen == 1 else "calls"
+            detail = f"{count - seen} lesson {calls} moved off a failed teacher or backed off (its failover counter)"
+            self.event(name, "failover", detail, network_step)
+            self.failovers[name] = (count, time.monotonic())
 
     def inject(
         self, network: SimNetwork, action: str, name: str, network_step: int, rejoining: dict[str, float]
