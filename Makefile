@@ -63,7 +63,7 @@ prometheus:
 proto: setup
 	$(PY) -m node.protogen
 
-BENCHMARKS := serving network
+BENCHMARKS := serving network tnd_mini
 
 bench: setup
 	@for name in $(BENCHMARKS); do $(PY) -m bench.$$name || exit 1; done

@@ -8,7 +8,7 @@ word surprisal on the task's test words at each evaluation; `agora tnd report`'s
 nAoA@0.5, nAoA@[.5:.95] and the effective vocabulary. The paper (Ma, Wang & Chai 2024): mean
 nAoA@0.5 2.94 for CLM, 2.60 demo-only, 2.10 TnD. Goal here: TnD <= CLM - 0.5.
 
-    python -m bench.tnd_mini            # full: 3 seeds x 4 modes, 1000 steps (about 25 minutes on 2 cores)
+    python -m bench.tnd_mini            # full: 3 seeds x 4 modes, 400 steps (about 16 minutes on 2 cores)
     python -m bench.tnd_mini --quick    # 1 seed x 4 modes, 120 steps (about 3 minutes)
 
 Students own an unlimited corpus (a fresh batch every step, as in the paper) and see 2-word
@@ -32,7 +32,7 @@ from student.tnd_report import ReportSummary, write_report
 
 MODES = ("clm_only", "tnd", "trial_only", "demo_only")
 PAPER_NAOA = {"clm_only": 2.94, "demo_only": 2.60, "tnd": 2.10}  # mean nAoA@0.5, the paper's table
-FULL = {"seeds": 3, "steps": 1000, "eval_every": 25, "teacher_steps": 1500, "reward_steps": 600, "probe": 4}
+FULL = {"seeds": 3, "steps": 400, "eval_every": 20, "teacher_steps": 1500, "reward_steps": 600, "probe": 2}
 QUICK = {"seeds": 1, "steps": 120, "eval_every": 10, "teacher_steps": 300, "reward_steps": 150, "probe": 2}
 
 
