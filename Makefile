@@ -63,7 +63,7 @@ prometheus:
 proto: setup
 	$(PY) -m node.protogen
 
-BENCHMARKS := serving network tnd_mini
+BENCHMARKS := serving network dp_sgd tnd_mini
 
 bench: setup
 	@for name in $(BENCHMARKS); do $(PY) -m bench.$$name || exit 1; done
