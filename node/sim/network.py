@@ -21,7 +21,7 @@ from node.netns import Host
 from node.process import NodeProcess, StartedNode
 from node.security.certs import CertificateAuthority
 from node.sim.config import SimConfig, SimNode
-from node.store import saved_peer_states
+from node.store import StoreError, read_rows, saved_peer_states
 
 NETNS_PORT, NETNS_METRICS_PORT = 50051, 9464
 # Quick failure detection, so that a kill shows within seconds (defaults: heartbeats every 1 s,
@@ -55,11 +55,8 @@ class SimulatedNode:
     metrics_address: str
     host: Host | None
     process: NodeProcess | None = None
-    started: StartedNode | None = None
-    starts: int = 0
-    exit_code: int | None = None
     started_at: float = 0.0  # time.monotonic() of the last start
-    logs: list[Path] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)  # one per start
 
     @property
     def name(self) -> str:
@@ -84,6 +81,22 @@ class SimulatedNode:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    @property
+    def starts(self) -> int:
+        return len(self.logs)
+
+    @property
+    def exit_code(self) -> int | None:
+        """The last process's exit code once it has ended (-9 after a kill), else None."""
+        return None if self.process is None else self.process.poll()
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query on the node's store; [] while it has none (or not that table yet)."""
+        try:
+            return read_rows(self.data_dir, sql)
+        except StoreError:
+            return []
 
 
 def _free_port(taken: set[int]) -> int:
@@ -197,36 +210,24 @@ class SimNetwork:
             prefix=node.host.prefix() if node.host else None,
             command="learn" if node.learns else "run",
         )
-        node.starts += 1
         node.logs.append(log)
-        node.exit_code = None
         node.started_at = time.monotonic()
         node.process.launch()
 
     def wait_until_serving(self, name: str, timeout_s: float = 120.0) -> StartedNode:
-        node = self.nodes[name]
-        assert node.process is not None
-        node.started = node.process.wait_until_serving(timeout_s)
-        return node.started
+        process = self.nodes[name].process
+        assert process is not None
+        return process.wait_until_serving(timeout_s)
 
     def kill(self, name: str) -> None:
-        node = self.nodes[name]
-        if node.process is not None:
-            node.process.kill()
-            node.exit_code = node.process.poll()
+        process = self.nodes[name].process
+        if process is not None:
+            process.kill()
 
-    def poll(self, name: str) -> int | None:
-        """The node's exit code once it has ended (kept), else None."""
-        node = self.nodes[name]
-        if node.process is not None and node.exit_code is None:
-            node.exit_code = node.process.poll()
-        return node.exit_code
-
-    def stop(self, name: str) -> int | None:
+    def stop(self, name: str) -> None:
         node = self.nodes[name]
         if node.running and node.process is not None:
-            node.exit_code = node.process.terminate()
-        return node.exit_code
+            node.process.terminate()
 
     def stop_all(self) -> None:
         for name in reversed(self.nodes):

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from prometheus_client.parser import text_string_to_metric_families
 
 from node.sim.network import SimulatedNode
-from node.store import StoreError, read_rows
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # nodes are local or on our bridge
 
@@ -50,10 +49,7 @@ def scrape(url: str, timeout_s: float = 2.0) -> dict[tuple[str, tuple[tuple[str,
 
 
 def _count(node: SimulatedNode, sql: str) -> int:
-    try:
-        rows = read_rows(node.data_dir, sql)
-    except StoreError:  # no store yet (starting), or a table the node has not made yet
-        return 0
+    rows = node.query(sql)  # [] while the node is starting
     value = rows[0][0] if rows else None
     return int(value) if value is not None else 0
 
@@ -76,7 +72,7 @@ def snapshot(node: SimulatedNode) -> NodeSnapshot:
         name=node.name,
         role=node.role,
         up=node.running and bool(samples),
-        finished=node.learns and node.process is not None and node.process.poll() == 0,
+        finished=node.learns and node.exit_code == 0,
         step=_count(node, "SELECT MAX(step) FROM updates") if learner else 0,
         lessons=_count(node, "SELECT COUNT(*) FROM received_lessons" if learner else "SELECT COUNT(*) FROM lessons"),
         seen=_gauge(samples, "agora_eval_accuracy", split="seen"),

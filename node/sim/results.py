@@ -15,16 +15,9 @@ from node.privacy.audit import Canary, audit
 from node.privacy.ledger import read_ledger
 from node.process import read_log_records
 from node.sim.network import SimulatedNode, TeacherAssets
-from node.store import StoreError, read_rows
+from node.store import StoreError
 from student import checkpoints
 from student.build import CHECKPOINT_DIR
-
-
-def _rows(node: SimulatedNode, sql: str) -> list[tuple[Any, ...]]:
-    try:
-        return read_rows(node.data_dir, sql)
-    except StoreError:
-        return []
 
 
 def _log_events(node: SimulatedNode, event: str) -> list[dict[str, object]]:
@@ -59,7 +52,7 @@ def node_result(node: SimulatedNode, joined_after_s: float | None, steps_planned
         "epsilon_budget": settings.privacy.epsilon_budget,
     }
     if node.role == "teacher":
-        served = _rows(node, "SELECT kind, COUNT(*) FROM lessons GROUP BY kind")
+        served = node.query("SELECT kind, COUNT(*) FROM lessons GROUP BY kind")
         blocked = Counter(str(r.get("reason")) for r in _log_events(node, "lesson_blocked"))
         result["lessons_served"] = {str(kind): int(n) for kind, n in served}
         result["lessons_blocked"] = dict(blocked)
@@ -69,9 +62,9 @@ def node_result(node: SimulatedNode, joined_after_s: float | None, steps_planned
     latest = checkpoints.latest(node.data_dir / CHECKPOINT_DIR)
     history = latest.state().get("history", []) if latest is not None else []
     curve = [{"step": int(h["step"]), **_split(h)} for h in history]
-    received = _rows(node, "SELECT kind, COUNT(*) FROM received_lessons GROUP BY kind")
-    applied = _rows(node, "SELECT COUNT(*) FROM received_lessons WHERE applied_step IS NOT NULL")
-    steps = _rows(node, "SELECT MAX(step) FROM updates")
+    received = node.query("SELECT kind, COUNT(*) FROM received_lessons GROUP BY kind")
+    applied = node.query("SELECT COUNT(*) FROM received_lessons WHERE applied_step IS NOT NULL")
+    steps = node.query("SELECT MAX(step) FROM updates")
     result.update(
         {
             "steps_done": int(steps[0][0] or 0) if steps else 0,

@@ -56,7 +56,6 @@ class Simulation:
         self.began = time.monotonic()
         self.events: list[dict[str, Any]] = []
         self.joined: dict[str, float | None] = {}
-        self.network: SimNetwork | None = None
         self.down: set[str] = set()
         self.failovers: dict[str, tuple[int, float]] = {}  # student -> (count reported, when)
 
@@ -87,7 +86,7 @@ class Simulation:
         teacher, how, teacher_s = prepare_teacher(c, self.out, self.say)
         self.say(f"      teacher model {how} ({teacher_s:.0f}s)")
         with _hosts(c) as hosts:
-            network = self.network = SimNetwork(c, self.out, hosts)
+            network = SimNetwork(c, self.out, hosts)
             try:
                 self.stage(2, "a CA and a certificate per node; one data dir and agora.yaml each")
                 network.make_certificates()
@@ -126,7 +125,7 @@ class Simulation:
         deadline = time.monotonic() + JOIN_TIMEOUT_S
         while pending and time.monotonic() < deadline:
             for name in sorted(pending):
-                if network.sees_everyone(name) or (network.nodes[name].learns and network.poll(name) == 0):
+                if network.sees_everyone(name) or (network.nodes[name].learns and network.nodes[name].exit_code == 0):
                     self.joined[name] = round(time.monotonic() - network.nodes[name].started_at, 1)
                     pending.discard(name)
             time.sleep(0.2)
@@ -155,7 +154,7 @@ class Simulation:
             own_steps = {n.name: shots[n.name].step for n in learners if n.running}
             network_step = max(own_steps.values(), default=0)
             for fault in schedule.due(network_step, own_steps, bool(own_steps)):
-                self.inject(network, fault.action, fault.node, network_step, rejoining)
+                self.inject(network, fault.action, fault.node, network_step, own_steps.get(fault.node), rejoining)
                 if fault.action == "restart" and network.nodes[fault.node].learns:
                     resuming.add(fault.node)
             for node in learners:
@@ -173,11 +172,12 @@ class Simulation:
                 last_print = time.monotonic()
                 for shot in shots.values():
                     self.say(progress_line(shot, c.steps, self.elapsed()))
-            codes = {n.name: network.poll(n.name) for n in learners if n.name not in self.down}
-            failed = [f"{name} (exit {code})" for name, code in codes.items() if code not in (None, 0)]
+            codes = {n.name: n.exit_code for n in learners if n.name not in self.down}
+            failed = {name: code for name, code in codes.items() if code not in (None, 0)}
             if failed:
-                logs = ", ".join(str(network.nodes[n.split()[0]].logs[-1]) for n in failed)
-                raise SimulationError(f"students failed: {', '.join(failed)}; see {logs}")
+                exits = ", ".join(f"{name} (exit {code})" for name, code in failed.items())
+                logs = ", ".join(str(network.nodes[name].logs[-1]) for name in failed)
+                raise SimulationError(f"students failed: {exits}; see {logs}")
             if all(code == 0 for code in codes.values()) and not schedule:
                 break
             if time.monotonic() > deadline:
@@ -204,10 +204,16 @@ class Simulation:
             self.failovers[name] = (count, time.monotonic())
 
     def inject(
-        self, network: SimNetwork, action: str, name: str, network_step: int, rejoining: dict[str, float]
+        self,
+        network: SimNetwork,
+        action: str,
+        name: str,
+        network_step: int,
+        own_step: int | None,
+        rejoining: dict[str, float],
     ) -> None:
         node = network.nodes[name]
-        own = f" (its own step {snapshot(node).step})" if node.learns else ""
+        own = f" (its own step {own_step})" if own_step is not None else ""
         if action == "kill" or node.running:
             network.kill(name)
             self.down.add(name)
