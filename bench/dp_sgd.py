@@ -32,6 +32,7 @@ from node.llm.host import ModelHost
 from node.llm.loading import TinySpec
 from node.llm.placement import resolve_placement
 from node.llm.training import IGNORE, TrainingBatch, TrainingExample, encode_batch
+from node.privacy.dp_sgd import per_example_loss
 from node.tasks import get_task
 
 MODES = ("plain", "hooks", "functorch", "ghost")
@@ -64,9 +65,9 @@ def _inputs(batch: TrainingBatch) -> dict[str, torch.Tensor]:
     return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "position_ids": batch.position_ids}
 
 
-def _token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    shifted, targets = logits[:, :-1].contiguous(), labels[:, 1:].contiguous()
-    return torch.nn.functional.cross_entropy(shifted.view(-1, shifted.size(-1)), targets.view(-1), ignore_index=IGNORE)
+def _loss(logits: torch.Tensor, batch: TrainingBatch) -> torch.Tensor:
+    # Agora's DP-SGD loss: each sequence's own mean, so one record's gradient does not depend on the others.
+    return per_example_loss(logits, batch.labels, batch.weights).mean()
 
 
 def run_mode(mode: str, base: torch.nn.Module, steps: list[TrainingBatch], warmup: int) -> list[float]:
@@ -76,7 +77,7 @@ def run_mode(mode: str, base: torch.nn.Module, steps: list[TrainingBatch], warmu
 
         def plain(batch: TrainingBatch) -> None:
             optimizer.zero_grad(set_to_none=True)
-            _token_loss(model(**_inputs(batch)).logits, batch.labels).backward()  # type: ignore[no-untyped-call]
+            _loss(model(**_inputs(batch)).logits, batch).backward()  # type: ignore[no-untyped-call]
             optimizer.step()
 
         return _timed(steps, warmup, plain)
@@ -106,7 +107,7 @@ def run_mode(mode: str, base: torch.nn.Module, steps: list[TrainingBatch], warmu
             shape = (shifted.size(0), shifted.size(1))
             loss = criterion(shifted.view(-1, shifted.size(-1)), targets.view(-1), shape=shape)
         else:
-            loss = _token_loss(logits, batch.labels)
+            loss = _loss(logits, batch)
         loss.backward()
         dp_optimizer.step()
 
