@@ -336,6 +336,11 @@ class StudentSection(Section):
     tripost_feedback_weight: float = Field(
         1.5, gt=0, description='TriPosT: loss weight of tokens from "Feedback:" on (the paper: 1.5).'
     )
+    tripost_attempts: Literal["own", "synthetic"] = Field(
+        "own",
+        description="TriPosT: improve the student's own sampled attempts (the paper), or synthetic corruptions of "
+        "gold rationales (a control: self-improvement data that does not come from the student's errors).",
+    )
     yoda_generalized: int = Field(2, ge=0, le=64, description="YODA: generalized variants per basic question (m).")
     yoda_harder_levels: int = Field(2, ge=0, le=64, description="YODA: levels of harder questions (H).")
     yoda_rounds: int = Field(2, ge=1, le=50, description="YODA: refinement rounds with Critique per question (R).")

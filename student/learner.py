@@ -151,6 +151,10 @@ class Learner(ABC):
             correct += sum(task.grade(e, out.text) for e, out in zip(chunk, outputs, strict=True))
         return correct / len(examples)
 
+    def fits(self, prompt: str, budget: int) -> bool:
+        """Whether the model's context holds the prompt and an answer of `budget` tokens."""
+        return len(encode(self.ctx.host.tokenizer, prompt)) + budget <= self.ctx.host.max_positions
+
     async def sample(self, prompts: Sequence[str], budgets: Sequence[int], temperature: float, seed: int) -> list[str]:
         """The student's own continuations, seeded per prompt so a replay after a crash samples the same."""
         host = self.ctx.host

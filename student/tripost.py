@@ -16,6 +16,8 @@ The loop runs the first stage, SFT on gold rationales, as its warm-up. Then each
    data, weight `tripost_feedback_weight` (1.5) on every token from "Feedback:" on.
 
 If an iteration collects fewer than `tripost_min_data` trajectories, learning stops early.
+`tripost_attempts: synthetic` is a control: the attempts are gold rationales with one number (or,
+without numbers, two words) changed, not the student's own errors; everything after is the same.
 Inference is self-improvement: the model writes attempt → feedback → updated answer … until its
 feedback says correct, and the answer is the last "the answer is X" (Task.extract_answer).
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +56,27 @@ class Trajectory:
     @property
     def improved(self) -> bool:
         return bool(self.rounds)
+
+
+def corrupt(rationale: str, rng: random.Random) -> str:
+    """A synthetic wrong attempt: the gold rationale with one number of one step changed (or, in a
+    step without numbers, two neighbouring words swapped). Later steps are left as they were."""
+    lines = rationale.split("\n")
+    steps = [i for i, line in enumerate(lines) if re.search(r"\d", line)] or list(range(len(lines)))
+    index = rng.choice(steps)
+    label_end = lines[index].find(") ") + 2 if lines[index].startswith("(") else 0  # "(2) " is not a number to change
+    numbers = [m for m in re.finditer(r"-?\d+", lines[index]) if m.start() >= label_end]
+    if numbers:
+        hit = rng.choice(numbers)
+        wrong = int(hit.group()) + rng.choice([-3, -2, -1, 1, 2, 3])
+        lines[index] = lines[index][: hit.start()] + str(wrong) + lines[index][hit.end() :]
+    else:
+        words = lines[index].split(" ")
+        if len(words) > 1:
+            k = rng.randrange(len(words) - 1)
+            words[k], words[k + 1] = words[k + 1], words[k]
+        lines[index] = " ".join(words)
+    return "\n".join(lines)
 
 
 def rebalance(improvement: list[Tagged], non_improvement: list[Tagged], gold: list[Tagged]) -> list[Tagged]:
@@ -111,9 +135,14 @@ class TriPosTLearner(Learner):
         s, task = self.ctx.settings, self.ctx.task
         window = task.generate("train", s.tripost_questions, seed=s.seed * 1000 + iteration)
         prompts = [task.prompt(e.question) for e in window]
-        budgets = [Learner.answer_budget(self, e) for e in window]  # one answer, not a self-improvement chain
-        sampled = await self.sample(prompts, budgets, s.tripost_temperature, seed=(s.seed + 1) * 100_003 * iteration)
-        attempts = [text.split(f"\n{FEEDBACK}")[0] for text in sampled]
+        if s.tripost_attempts == "synthetic":
+            rng = random.Random(s.seed * 100_003 + iteration)
+            attempts = [corrupt(e.rationale, rng) for e in window]
+        else:
+            budgets = [Learner.answer_budget(self, e) for e in window]  # one answer, not a self-improvement chain
+            seed = (s.seed + 1) * 100_003 * iteration
+            sampled = await self.sample(prompts, budgets, s.tripost_temperature, seed=seed)
+            attempts = [text.split(f"\n{FEEDBACK}")[0] for text in sampled]
         kept, discarded = [], set()
         for example, attempt in zip(window, attempts, strict=True):
             trajectory = await self.edit(example, attempt)

@@ -131,11 +131,12 @@ class YodaLearner(Learner):
             if feedback.correct:
                 self.rounds_used.append(round_number)
                 break
-            if round_number == s.yoda_rounds:  # out of rounds: the teacher's improvement closes the record
+            refine_prompt = f"{prompt}{record}\n{REFINED} "
+            # Out of rounds, or out of context for another answer: the teacher's improvement closes the record.
+            if round_number == s.yoda_rounds or not self.fits(refine_prompt, budget):
                 record += f"\n{REFINED} {feedback.improved_answer}" if feedback.improved_answer else ""
                 self.rounds_used.append(round_number)
                 break
-            refine_prompt = f"{prompt}{record}\n{REFINED} "
             current = (await self.sample([refine_prompt], [budget], 0.7, seed + round_number))[0]
             current = current.split(f"\n{FEEDBACK}")[0]
             record += f"\n{REFINED} {current}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from node.llm.training import IGNORE, encode_batch
 from node.tasks import get_task
 from student.learner import FEEDBACK, StepResult, Tagged
 from student.loop import StudentRun
-from student.tripost import Trajectory, TriPosTLearner, rebalance
+from student.tripost import Trajectory, TriPosTLearner, corrupt, rebalance
 from tests.nodes import started
 from tests.students import student_run, student_settings
 from tests.teachers import teacher_settings
@@ -110,3 +111,31 @@ def test_a_wrong_attempt_is_critiqued_until_correct_keeping_the_correct_prefix()
         assert FEEDBACK not in text_before and text_before.replace(" ", "").startswith(wrong.replace(" ", "")[:10])
 
     asyncio.run(_with_student(body))
+
+
+def test_corrupt_changes_one_number_of_one_step_and_the_verifier_finds_it() -> None:
+    task = get_task("arithmetic")
+    rng = random.Random(5)
+    for example in task.generate("train", 20, seed=3):
+        attempt = corrupt(example.rationale, rng)
+        changed = [(a, b) for a, b in zip(attempt.split("\n"), example.rationale.split("\n"), strict=True) if a != b]
+        assert len(changed) == 1
+        assert changed[0][0][:4] == changed[0][1][:4]  # the step label "(2) " is kept
+        verdict = task.verify(example, attempt)
+        assert not verdict.correct and verdict.step is not None
+
+
+def test_synthetic_attempts_are_critiqued_corruptions_of_gold_not_samples() -> None:
+    async def body(run: StudentRun, teacher: Node) -> None:
+        learner = run.learner
+        assert isinstance(learner, TriPosTLearner)
+        trajectories, _ = await learner.collect(1)
+        window = learner.ctx.task.generate("train", 3, seed=learner.ctx.settings.seed * 1000 + 1)
+        assert trajectories, "every corruption of gold is one step from right, so the critic fixes it"
+        golds = {e.question: e.rationale for e in window}
+        for t in trajectories:
+            assert t.improved and t.correct  # a corruption is never right at once
+            gold_lines = golds[t.example.question].split("\n")
+            assert sum(a != b for a, b in zip(t.attempt.split("\n"), gold_lines, strict=True)) == 1
+
+    asyncio.run(_with_student(body, steps=1, tripost_questions=3, tripost_attempts="synthetic"))

@@ -6,8 +6,9 @@ import asyncio
 from typing import Any
 
 from node.app import Node
+from node.llm.tokenizer import encode
 from node.store import read_rows
-from node.tasks import get_task
+from node.tasks import Example, get_task
 from student.learner import FEEDBACK, StepResult
 from student.loop import StudentRun
 from student.yoda import REFINED, Question, YodaLearner, curriculum
@@ -105,3 +106,32 @@ def test_yoda_controls_basic_only_and_gold_only() -> None:
     assert results[0].kinds[0] == "basic" and "generalized" in results[0].kinds
     kinds_received = [row[0] for row in read_rows(run.settings.node.data_dir, "SELECT kind FROM received_lessons")]
     assert kinds_received == ["questions"]  # Pose only: no interaction, gold answers instead
+
+
+def test_refinement_stops_when_the_context_cannot_hold_another_answer() -> None:
+    async def body() -> None:
+        teacher = Node(teacher_settings(node={"name": "teacher"}))
+        async with started(teacher) as (address,):
+            node = Node(
+                student_settings([address], algorithm="yoda", yoda_generalized=0, yoda_harder_levels=0, yoda_rounds=4)
+            )
+            async with started(node):
+                run = await student_run(node)
+                learner = run.learner
+                assert isinstance(learner, YodaLearner)
+                host = learner.ctx.host
+                basic = get_task("arithmetic").generate("train", 1, seed=11)[0]
+                first = len(encode(host.tokenizer, learner.ctx.task.prompt(basic.question)))
+                # Room for the question and one answer, never for a refinement prompt (a real model, a shorter context).
+                host.model.config.max_position_embeddings = first + learner.budget_for(basic.question) + 4
+                data = await learner.lessons_for(basic)
+                record = str(data[0].example.target)
+                assert learner.rounds_used == [1] and record.count(f"{FEEDBACK} ") == 1
+                assert record.count(f"{REFINED} ") == 1  # the teacher's improvement closes it, as when out of rounds
+                assert task_grades(basic, record.split(f"{REFINED} ")[-1])
+
+    asyncio.run(body())
+
+
+def task_grades(example: Example, text: str) -> bool:
+    return get_task("arithmetic").grade(example, text)

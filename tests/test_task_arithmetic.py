@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from node.tasks import get_task
 from node.tasks.arith_expr import ParseError, parse, reductions, render
 from node.tasks.arithmetic import ArithmeticTask
 from node.tasks.base import FINAL_LABEL, SPLITS, Example, Split, TaskError, Verdict, step_label
@@ -301,3 +302,23 @@ def test_corpus_covers_the_alphabet() -> None:
     text = "".join(TASK.corpus(n_per_split=20))
     assert set("0123456789()+-*=ABCD\"'.,") <= set(text)
     assert FINAL_LABEL in text
+
+
+def test_a_task_spec_sets_options_and_bad_options_are_sentences() -> None:
+    task = get_task("arithmetic:lengths=2,3:depths=1:unseen_lengths=4:unseen_depths=1")
+    assert isinstance(task, ArithmeticTask) and task.name == "arithmetic"
+    shapes = {(e.meta["length"], e.meta["depth"]) for e in task.generate("train", 50, seed=1)}
+    assert shapes == {(2, 1), (3, 1)}
+    assert {(e.meta["length"], e.meta["depth"]) for e in task.generate("unseen", 20, seed=1)} == {(4, 1)}
+    bad = {
+        "arithmetic:size=2": "no option 'size'; its options are lengths, depths",
+        "arithmetic:lengths": "write lengths=N",
+        "arithmetic:lengths=two": "write lengths=N",
+        "arithmetic:depths=1:depths=2": "given twice",
+        "arithmetic:lengths=9": "from 2 to 8",
+        "word_sorting:lengths=2": "it takes no options",
+        "algebra:lengths=2": "unknown task 'algebra'",
+    }
+    for spec, sentence in bad.items():
+        with pytest.raises(TaskError, match=sentence):
+            get_task(spec)

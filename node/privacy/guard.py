@@ -279,11 +279,12 @@ class LeakageGuard:
     def _check_ngrams(self, text: str, request: str) -> CheckResult:
         toks, n = tokenize(text), self._ngram
         asked = tokenize(request)
-        known = self._public_grams | {hash(tuple(asked[i : i + n])) for i in range(len(asked) - n + 1)}
+        sent = {hash(tuple(asked[i : i + n])) for i in range(len(asked) - n + 1)}  # not merged: the public set is big
         starts: dict[tuple[str, ...], list[int]] = {}
         for i in range(len(toks) - n + 1):
             gram = tuple(toks[i : i + n])
-            if hash(gram) not in known:  # a public n-gram, or one the recipient sent, leaks nothing
+            key = hash(gram)
+            if key not in self._public_grams and key not in sent:  # public, or sent by the recipient: leaks nothing
                 starts.setdefault(gram, []).append(i)
         holders = sorted({r for gram in starts for r in self._grams.get(hash(gram), ())})
         best, where = 0, -1

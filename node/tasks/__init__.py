@@ -1,7 +1,9 @@
 """The task library: generators, gold rationales, verifiers and graders (DESIGN §5).
 
 ``get_task("arithmetic")`` returns a ready task; ``get_task("jsonl:PATH")`` wraps a user's own
-``{"input", "output"}`` file. Each task lives in its own module.
+``{"input", "output"}`` file. A built-in task that takes options reads them after its name, one
+``key=values`` per colon: ``arithmetic:lengths=2,3:depths=1:unseen_lengths=4:unseen_depths=1``
+(teacher and student must name the task with the same string). Each task lives in its own module.
 """
 
 from __future__ import annotations
@@ -17,17 +19,39 @@ BUILTIN_TASKS: dict[str, type[Task]] = {
     task.name: task for task in (ArithmeticTask, WordSortingTask, WordLearningTask, StringTransformTask)
 }
 JSONL_PREFIX = "jsonl:"
+OPTION_SEPARATOR = ":"  # between a built-in task's name and each of its key=values options
 
 
 def get_task(spec: str) -> Task:
-    """The task named by spec: a built-in name, or ``jsonl:PATH`` for a user's own data."""
+    """The task named by spec: a built-in name (with options, ``name:key=v,v:key=v``), or
+    ``jsonl:PATH`` for a user's own data."""
     if spec.startswith(JSONL_PREFIX):
         return JsonlTask(spec.removeprefix(JSONL_PREFIX))
-    task_class = BUILTIN_TASKS.get(spec)
+    name, *options = spec.split(OPTION_SEPARATOR)
+    task_class = BUILTIN_TASKS.get(name)
     if task_class is None:
         known = ", ".join([*BUILTIN_TASKS, "jsonl:PATH"])
-        raise TaskError(f"unknown task {spec!r}; known tasks: {known}")
-    return task_class()
+        raise TaskError(f"unknown task {name!r}; known tasks: {known}")
+    return task_class(**task_options(name, task_class.options, options))
+
+
+def task_options(name: str, allowed: tuple[str, ...], options: list[str]) -> dict[str, tuple[int, ...]]:
+    """``["lengths=2,3", "depths=1"]`` -> ``{"lengths": (2, 3), "depths": (1,)}``, or a TaskError sentence."""
+    parsed: dict[str, tuple[int, ...]] = {}
+    for option in options:
+        key, equals, values = option.partition("=")
+        if key not in allowed:
+            takes = f"its options are {', '.join(allowed)}" if allowed else "it takes no options"
+            raise TaskError(f"task {name!r} has no option {key!r}; {takes}")
+        if key in parsed:
+            raise TaskError(f"task option {key!r} is given twice")
+        try:
+            parsed[key] = tuple(int(value) for value in values.split(","))
+        except ValueError:
+            parsed.pop(key, None)
+        if not equals or key not in parsed:
+            raise TaskError(f"task option {option!r}: write {key}=N or {key}=N,M,... (whole numbers)")
+    return parsed
 
 
 __all__ = [

@@ -184,6 +184,7 @@ class ArithmeticTask(Task):
         "split into sub-expressions, then calculate one operation per step."
     )
     tokenizer_level = "char"
+    options = ("lengths", "depths", "unseen_lengths", "unseen_depths")
 
     def __init__(
         self,

@@ -94,6 +94,7 @@ class Task(ABC):
     name: ClassVar[str]  # registry key, e.g. "arithmetic"
     summary: ClassVar[str]  # one sentence for `agora task list` and docs
     tokenizer_level: ClassVar[TokenizerLevel] = "char"  # how a tiny model's tokenizer splits text
+    options: ClassVar[tuple[str, ...]] = ()  # keyword arguments `get_task("name:key=v,v")` may set
 
     @abstractmethod
     def generate(self, split: Split, n: int, seed: int = 0) -> list[Example]:
