@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -65,3 +66,15 @@ def held_out(n: int, seed: int = 12345) -> dict[Split, list[Example]]:
     """The seen and unseen test problems every model is graded on."""
     task = get_task(TASK)
     return {"seen": task.generate("seen", n, seed), "unseen": task.generate("unseen", n, seed)}
+
+
+def mean_runs(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One arm's figures: each graded figure and the updates, averaged over its seeds' runs."""
+    arm: dict[str, Any] = {"runs": len(runs), "steps": sum(r["steps"] for r in runs) / len(runs)}
+    for split in ("seen", "unseen"):
+        arm[split] = {key: sum(r[split][key] for r in runs) / len(runs) for key in runs[0][split]}
+    return arm
+
+
+def pct(value: float) -> str:
+    return f"{100 * value:.1f}%"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,3 +32,27 @@ def write_results(name: str, data: dict[str, Any], table: str, out_dir: Path = R
     )
     (out_dir / f"{name}.md").write_text(f"{header}\n{table}\n")
     return out_dir / f"{name}.json"
+
+
+def run_learning_benchmark(
+    name: str,
+    doc: str,
+    quick_help: str,
+    run: Callable[[bool, Path], dict[str, Any]],
+    table: Callable[[dict[str, Any]], str],
+    argv: list[str] | None = None,
+) -> int:
+    """The command line of a benchmark that learns through simulated nodes: --quick, --out (the
+    runs are kept there; default a temporary directory), then NAME[-quick].json/.md and the table."""
+    parser = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary directory)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix=f"agora-{name.replace('_', '-')}-") as scratch:
+        out = (args.out or Path(scratch) / "run").resolve()
+        out.mkdir(parents=True, exist_ok=True)
+        result = run(args.quick, out)
+    text = table(result)
+    write_results(f"{name}-quick" if args.quick else name, result, text)
+    print(text)
+    return 0

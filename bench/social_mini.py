@@ -25,17 +25,15 @@ student holds its instruction and one generated example in context.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import markdown_table, write_results
+from bench.common import markdown_table, run_learning_benchmark
 from bench.sft_base import BasePlan, base_model
 from node.llm.host import ModelHost
 from node.llm.placement import resolve_placement
@@ -54,7 +52,7 @@ TASK = "string_transforms"
 ARMS = ("original", "generated", "instructions")
 PAPER = {"generated_minus_original": "-1 to +0.7 points", "mean_canary_rank": "435-467 of 1000"}
 FULL: dict[str, Any] = {
-    "teachers": 8, "private": 50, "examples": 50, "ns": [1, 2, 4, 8], "steps": 60, "batch_size": 8, "lr": 1e-3,
+    "teachers": 8, "private": 50, "examples": 50, "ns": [1, 2, 4, 8], "steps": 60, "batch_size": 8, "lr": 1e-4,
     "shared_steps": 1500, "eval_n": 100, "candidates": 1000, "audit_runs": 1, "max_new_tokens": 192, "seed": 1,
 }  # fmt: skip
 QUICK: dict[str, Any] = {
@@ -318,18 +316,9 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.social_mini", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 teachers, n in 1/2 (about 3 minutes)")
-    parser.add_argument("--out", type=Path, help="keep the simulation here (default: a temporary directory)")
-    args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="agora-social-mini-") as scratch:
-        out = args.out or Path(scratch) / "run"
-        result = run(args.quick, out.resolve())
-    name = "social_mini-quick" if args.quick else "social_mini"
-    text = table(result)
-    write_results(name, result, text)
-    print(text)
-    return 0
+    return run_learning_benchmark(
+        "social_mini", __doc__ or "", "2 teachers, n in 1/2 (about 3 minutes)", run, table, argv
+    )
 
 
 if __name__ == "__main__":

@@ -17,15 +17,13 @@ prompts: the corpus's sentences are 3-8 words, so 5-token prompts leave nothing 
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import markdown_table, write_results
+from bench.common import markdown_table, run_learning_benchmark
 from node.sim.config import SimConfig, SimNode
 from node.sim.run import Simulation
 from student.tnd_report import ReportSummary, write_report
@@ -148,18 +146,8 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.tnd_mini", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed, 120 steps (about 3 minutes)")
-    parser.add_argument("--out", type=Path, help="keep the simulation here (default: a temporary directory)")
-    args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="agora-tnd-mini-") as scratch:
-        out = args.out or Path(scratch) / "run"
-        result = run(args.quick, out.resolve())
-    name = "tnd_mini-quick" if args.quick else "tnd_mini"
-    text = table(result)
-    write_results(name, result, text)
-    print(text)
-    return 0
+    quick = "1 seed, 120 steps (about 3 minutes)"
+    return run_learning_benchmark("tnd_mini", __doc__ or "", quick, run, table, argv)
 
 
 if __name__ == "__main__":

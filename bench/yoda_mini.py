@@ -11,7 +11,9 @@ updates of the same batch size:
 * **basic-only**: the same interaction on basic questions alone;
 * **gold-only**: the same basic and posed questions with their gold answers, no interaction.
 
-Every final model is graded the same way on held-out basic problems (2-3 operands, the seen
+Every arm continues at learning rate 3e-5 with batch 8: a fresh AdamW at 1e-3 on the converged
+base took it from 70% to 20% seen accuracy in 50 gold updates (1e-4: 59%; 3e-5: 67%), whatever
+the data. Every final model is graded the same way on held-out basic problems (2-3 operands, the seen
 split) and the harder set (4 operands, the unseen split). The paper (Lu et al. 2024): +17.01
 points on GSM8K and +9.98 on MATH over SFT. Goal here: YODA beats both controls on the harder set.
 
@@ -21,24 +23,22 @@ points on GSM8K and +9.98 on MATH over SFT. Goal here: YODA beats both controls 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.arith_common import TASK, grade, held_out
-from bench.common import markdown_table, write_results
+from bench.arith_common import TASK, grade, held_out, mean_runs, pct
+from bench.common import markdown_table, run_learning_benchmark
 from bench.sft_base import BasePlan, base_model
 from node.sim.config import SimConfig, SimNode
 from node.sim.run import Simulation
 from student import checkpoints
 
 PAPER = "+17.01 points GSM8K, +9.98 MATH over SFT (Lu et al. 2024)"
-FULL = {"base_steps": 2400, "seeds": 1, "steps": 120, "batch_size": 8, "lr": 1e-3, "grade_n": 200}
-QUICK = {"base_steps": 150, "seeds": 1, "steps": 6, "batch_size": 8, "lr": 1e-3, "grade_n": 24}
+FULL = {"base_steps": 2400, "seeds": 1, "steps": 120, "batch_size": 8, "lr": 3e-5, "grade_n": 200}
+QUICK = {"base_steps": 150, "seeds": 1, "steps": 6, "batch_size": 8, "lr": 3e-5, "grade_n": 24}
 ARMS = {"yoda": "none", "basic_only": "basic_only", "gold_only": "gold_only"}
 NAMES = {"yoda": "YODA", "basic_only": "basic-only (interaction, no posed questions)", "gold_only": "gold-only"}
 
@@ -95,13 +95,9 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
             "steps": record["steps_done"],
             "lessons_received": record["lessons_received"],
         }
-    by_arm = {}
-    for arm in ARMS:
-        runs = [v for k, v in graded.items() if k.startswith(arm.replace("_", "-") + "-")]
-        by_arm[arm] = {
-            split: {key: sum(r[split][key] for r in runs) / len(runs) for key in runs[0][split]}
-            for split in ("seen", "unseen")
-        } | {"runs": len(runs), "steps": sum(r["steps"] for r in runs) / len(runs)}
+    by_arm = {
+        arm: mean_runs([v for k, v in graded.items() if k.startswith(arm.replace("_", "-") + "-")]) for arm in ARMS
+    }
     harder = {arm: figures["unseen"]["accuracy"] for arm, figures in by_arm.items()}
     return {
         "quick": quick,
@@ -117,20 +113,16 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
     }
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}%"
-
-
 def table(result: dict[str, Any]) -> str:
     header = ["arm", "updates", "basic (seen)", "harder (unseen)", "first attempt (basic / harder)"]
     base = result["graded"]["base"]
     rows: list[list[object]] = [
-        ["SFT base (start of every arm)", 0, _pct(base["seen"]["accuracy"]), _pct(base["unseen"]["accuracy"]), "-"]
+        ["SFT base (start of every arm)", 0, pct(base["seen"]["accuracy"]), pct(base["unseen"]["accuracy"]), "-"]
     ]
     for arm, figures in result["by_arm"].items():
         seen, unseen = figures["seen"], figures["unseen"]
-        first = f"{_pct(seen['first_attempt'])} / {_pct(unseen['first_attempt'])}"
-        rows.append([NAMES[arm], f"{figures['steps']:.0f}", _pct(seen["accuracy"]), _pct(unseen["accuracy"]), first])
+        first = f"{pct(seen['first_attempt'])} / {pct(unseen['first_attempt'])}"
+        rows.append([NAMES[arm], f"{figures['steps']:.0f}", pct(seen["accuracy"]), pct(unseen["accuracy"]), first])
     verdict = (
         f"On the harder set YODA - basic-only = {result['yoda_minus_basic_only_harder_points']:+.1f} points and "
         f"YODA - gold-only = {result['yoda_minus_gold_only_harder_points']:+.1f} points (goal: beat both: "
@@ -142,18 +134,9 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.yoda_mini", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a short base, 6 updates per arm (about 3 minutes)")
-    parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary directory)")
-    args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="agora-yoda-mini-") as scratch:
-        out = (args.out or Path(scratch) / "run").resolve()
-        out.mkdir(parents=True, exist_ok=True)
-        result = run(args.quick, out)
-    text = table(result)
-    write_results("yoda_mini-quick" if args.quick else "yoda_mini", result, text)
-    print(text)
-    return 0
+    return run_learning_benchmark(
+        "yoda_mini", __doc__ or "", "a short base, 6 updates per arm (about 3 minutes)", run, table, argv
+    )
 
 
 if __name__ == "__main__":
