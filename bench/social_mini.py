@@ -53,7 +53,7 @@ ARMS = ("original", "generated", "instructions")
 PAPER = {"generated_minus_original": "-1 to +0.7 points", "mean_canary_rank": "435-467 of 1000"}
 FULL: dict[str, Any] = {
     "teachers": 8, "private": 50, "examples": 50, "ns": [1, 2, 4, 8], "steps": 60, "batch_size": 8, "lr": 1e-4,
-    "shared_steps": 1500, "eval_n": 100, "candidates": 1000, "audit_runs": 1, "max_new_tokens": 192, "seed": 1,
+    "shared_steps": 1500, "eval_n": 64, "candidates": 1000, "audit_runs": 1, "max_new_tokens": 192, "seed": 1,
 }  # fmt: skip
 QUICK: dict[str, Any] = {
     **FULL, "teachers": 2, "private": 8, "examples": 8, "ns": [1, 2], "steps": 12, "shared_steps": 60,

@@ -1,8 +1,8 @@
 """E1, TriPosT-mini: does learning to self-improve from a teacher's critiques beat more SFT?
 
 Every arm starts from the same student: a tiny char-level Llama after SFT on gold rationales of
-small arithmetic (bench/arith_common.py). Then, through real nodes over gRPC (`agora simulate`:
-a critic node serving `Critique` with the task's scripted verifier, and student nodes):
+small arithmetic (bench/sft_base.py, bench/arith_common.py). Then, through real nodes over gRPC
+(`agora simulate`: a critic node serving `Critique` with the task's scripted verifier, and student nodes):
 
 * **TriPosT**: 3 iterations of attempts (temperature 1.0), critique and improvement up to 5
   rounds, rebalanced 1.5 : 1 : 1 and trained with weight 1.5 from "Feedback:" on;
@@ -18,7 +18,7 @@ last answer, first-attempt accuracy, and the self-correction rate (wrong first a
 last answer is right). The paper (Yu et al. 2023): up to +7.13 points for LLaMA-7B over SFT.
 Goal here: TriPosT >= more SFT + 7 points on unseen.
 
-    python -m bench.tripost_mini            # full (about 25 minutes on 2 cores)
+    python -m bench.tripost_mini            # full: about 11 minutes on 2 cores (4.5 with the SFT base cached)
     python -m bench.tripost_mini --quick    # about 3 minutes
 """
 

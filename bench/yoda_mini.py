@@ -1,9 +1,9 @@
 """E2, YODA-mini: does progressive, interactive learning beat the same data without it?
 
 Every arm starts from the same student: a tiny char-level Llama after SFT on gold rationales of
-small arithmetic (bench/arith_common.py). Then, through real nodes over gRPC (`agora simulate`:
-a teacher node serving `Pose` and `Critique`, and student nodes), for the same number of
-updates of the same batch size:
+small arithmetic (bench/sft_base.py, bench/arith_common.py). Then, through real nodes over gRPC
+(`agora simulate`: a teacher node serving `Pose` and `Critique`, and student nodes), for the same number of
+updates, each on one basic question's data (5 examples for YODA and gold-only, 1 for basic-only):
 
 * **YODA**: for each basic question the teacher poses 2 generalized variants and 2 levels of
   harder questions; the student answers each, gets a critique and refines, up to 2 rounds; all of
@@ -17,7 +17,7 @@ the data. Every final model is graded the same way on held-out basic problems (2
 split) and the harder set (4 operands, the unseen split). The paper (Lu et al. 2024): +17.01
 points on GSM8K and +9.98 on MATH over SFT. Goal here: YODA beats both controls on the harder set.
 
-    python -m bench.yoda_mini            # full (about 25 minutes on 2 cores)
+    python -m bench.yoda_mini            # full: about 27 minutes on 2 cores with the SFT base cached
     python -m bench.yoda_mini --quick    # about 3 minutes
 """
 
