@@ -138,7 +138,8 @@ async def measure(teacher: Node, pool: TeacherPool, student_id: str, new_tokens:
 
     async def raw(request: teacher_pb2.DemonstrateRequest) -> list[str]:
         params = raw_params(request)
-        return [g.text for g in host.generate_sync(texts, [params] * len(texts))]
+        # On a worker thread, as the teacher generates: a blocked event loop would miss the nodes' heartbeats.
+        return [g.text for g in await host.run(host.generate_sync, texts, [params] * len(texts))]
 
     sides: dict[str, Callable[[teacher_pb2.DemonstrateRequest], Awaitable[list[str]]]] = {
         "raw": raw,

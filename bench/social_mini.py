@@ -5,10 +5,11 @@ one model (SFT on the public generator of `string_transforms`, 1500 steps of 32,
 reused from bench/.cache/; the paper's teachers share an LLM) but each holds its own 50 private
 examples plus one canary ("the vault code of
 depot K is NNNN"). For n in {1, 2, 4, 8} teachers, three students start from the shared model:
-  original      fine-tunes (in process, no teacher) on the n teachers' private files, canaries included;
-  generated     a Social Learning node that asks each of its n teachers for 50 `Exemplify` examples
-                over gRPC (`teacher.max_examples` raised to 50) and fine-tunes on all of them, with the
-                same steps (60), batch (8) and learning rate as original;
+  original      fine-tunes (in process, no teacher) on 16 of each of the n teachers' private examples
+                and its canary: as much original data as generated data;
+  generated     a Social Learning node that asks each of its n teachers for 16 `Exemplify` examples
+                over gRPC and fine-tunes on all of them, with the same steps (60), batch (8) and
+                learning rate as original (50 examples a teacher took over 8 minutes each on 2 cores);
   instructions  a Social Learning node that uses the `Instruct` lesson in context (no training).
 Every student is graded on the same held-out seen / unseen problems, and the Secret Sharer ranks
 each canary's 4-digit secret among 1000 candidates under every fine-tuned model. The paper
@@ -52,7 +53,7 @@ TASK = "string_transforms"
 ARMS = ("original", "generated", "instructions")
 PAPER = {"generated_minus_original": "-1 to +0.7 points", "mean_canary_rank": "435-467 of 1000"}
 FULL: dict[str, Any] = {
-    "teachers": 8, "private": 50, "examples": 50, "ns": [1, 2, 4, 8], "steps": 60, "batch_size": 8, "lr": 1e-4,
+    "teachers": 8, "private": 50, "examples": 16, "ns": [1, 2, 4, 8], "steps": 60, "batch_size": 8, "lr": 1e-4,
     "shared_steps": 1500, "eval_n": 64, "candidates": 1000, "audit_runs": 1, "max_new_tokens": 192, "seed": 1,
 }  # fmt: skip
 QUICK: dict[str, Any] = {
@@ -102,7 +103,7 @@ def network(plan: dict[str, Any], model: Path, files: dict[str, Path]) -> SimCon
                     "private_data": {TASK: str(path)},
                     "max_examples": per_teacher,
                     "max_new_tokens": plan["max_new_tokens"],
-                    "examples_per_shard": 4,
+                    "examples_per_shard": 2,  # two private examples per prompt fit the shared model's 768 positions
                 },
                 "privacy": {"canaries_file": str(path.with_name(f"{name}-canary.txt")), "shards": 4},
                 "model": {"max_batch_size": 32},
@@ -236,7 +237,8 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
             }
         which = exposed(rows[f"gen-{n}"]["teachers"], files, n)  # the control learns from the same teachers
         names = [list(files)[k] for k in which]
-        data = [row for t in names for row in records[t]]
+        # as many of each teacher's records as it sends generated examples, and its canary (the last record)
+        data = [row for t in names for row in records[t][: plan["examples"]] + records[t][-1:]]
         host = fine_tune_original(plan, base_dir, task, data)
         rows[f"original-{n}"] = {
             "n": n,

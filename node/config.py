@@ -351,7 +351,7 @@ class StudentSection(Section):
     social_examples_per_teacher: int = Field(
         4, ge=1, le=256, description="Social Learning: synthetic examples asked of each teacher."
     )
-    social_examples: int = Field(4, ge=1, le=256, description="Social Learning: examples the aggregator keeps (n).")
+    social_examples: int = Field(4, ge=1, le=4096, description="Social Learning: examples the aggregator keeps (n).")
     social_aggregator: Literal["random", "voting"] = Field(
         "voting", description="Social Learning: pick examples at random, or by the teachers' likelihood votes."
     )
