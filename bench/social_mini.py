@@ -17,7 +17,7 @@ each canary's 4-digit secret among 1000 candidates under every fine-tuned model.
 88.1, GSM8K 64.1 vs 63.4); mean canary rank 435-467 of 1000. Goals here: generated within 2
 points of original, mean canary rank >= 450 over the lesson-taught students.
 
-    python -m bench.social_mini            # full: 8 teachers, n in 1/2/4/8 (about 21 minutes on 2 busy cores)
+    python -m bench.social_mini            # full: 8 teachers, n in 1/2/4/8 (about 11 minutes, shared model cached)
     python -m bench.social_mini --quick    # 2 teachers, n in 1/2, 8 examples each (about 3 minutes)
 
 The learner keeps at least one example (`student.social_examples` >= 1), so the instructions
