@@ -46,11 +46,12 @@ def task_options(name: str, allowed: tuple[str, ...], options: list[str]) -> dic
         if key in parsed:
             raise TaskError(f"task option {key!r} is given twice")
         try:
-            parsed[key] = tuple(int(value) for value in values.split(","))
+            numbers = tuple(int(value) for value in values.split(","))
         except ValueError:
-            parsed.pop(key, None)
-        if not equals or key not in parsed:
+            numbers = ()
+        if not equals or not numbers:
             raise TaskError(f"task option {option!r}: write {key}=N or {key}=N,M,... (whole numbers)")
+        parsed[key] = numbers
     return parsed
 
 
