@@ -112,7 +112,10 @@ def test_ctrl_c_saves_the_model_before_exiting(tmp_path: Path) -> None:
     out = tmp_path / "interrupted"
     command = [sys.executable, "-m", "node.cli", "model", "train", "--task", "arithmetic", "--out", str(out)]
     command += ["--steps", "100000", "--batch-size", "2", "--eval-every", "2", "--eval-n", "1", *TINY]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    # A shell starts background jobs with SIGINT ignored, and Python then installs no Ctrl-C handler:
+    # give the child the default disposition, as a terminal's foreground process has.
+    restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, preexec_fn=restore)
     assert process.stderr is not None
     for line in process.stderr:  # wait until training is under way (the first held-out check)
         if line.startswith("step 2: train loss"):
