@@ -38,8 +38,7 @@ from bench.common import markdown_table, run_learning_benchmark
 from bench.sft_base import BasePlan, base_model
 from node.llm.host import ModelHost
 from node.llm.placement import resolve_placement
-from node.llm.sampling import SamplingParams
-from node.llm.tokenizer import encode
+from node.llm.sft import evaluate
 from node.llm.training import TrainingExample
 from node.privacy.audit import Canary, audit, parse_canary
 from node.sim.config import SimConfig, SimNode
@@ -143,24 +142,6 @@ def network(plan: dict[str, Any], model: Path, files: dict[str, Path]) -> SimCon
     )
 
 
-def accuracy(host: ModelHost, task: Task, n: int, seed: int) -> dict[str, float]:
-    """Greedy accuracy as a student evaluates itself (student.learner.Learner.accuracy, no prefix)."""
-    scores = {}
-    for split in ("seen", "unseen"):
-        examples, correct = task.generate(split, n, seed), 0
-        for start in range(0, len(examples), 16):
-            chunk = examples[start : start + 16]
-            prompts = [task.prompt(e.question) for e in chunk]
-            params = [
-                SamplingParams(max_new_tokens=len(encode(host.tokenizer, e.rationale, add_bos=False)) * 5 // 4 + 8)
-                for e in chunk
-            ]
-            outputs = host.generate_sync(prompts, params)
-            correct += sum(task.grade(e, o.text) for e, o in zip(chunk, outputs, strict=True))
-        scores[split] = correct / len(examples)
-    return scores
-
-
 def fine_tune_original(plan: dict[str, Any], base: Path, task: Task, rows: list[tuple[str, str]]) -> ModelHost:
     """The control: the same start, optimizer, steps and batch as a generated student, on original records."""
     host = ModelHost.load(base, resolve_placement("auto", "auto"))
@@ -207,7 +188,10 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
     }
     base_host = ModelHost.load(base_dir, resolve_placement("auto", "auto"))
     base_ranks = ranks(base_host, planted, list(range(len(planted))), plan)
-    base: dict[str, Any] = {"accuracy": accuracy(base_host, task, plan["eval_n"], plan["seed"]), "ranks": base_ranks}
+    base: dict[str, Any] = {
+        "accuracy": evaluate(base_host, task, n=plan["eval_n"], seed=plan["seed"]),
+        "ranks": base_ranks,
+    }
     base_host.close()
     rows: dict[str, dict[str, Any]] = {}
     for n in plan["ns"]:
@@ -246,7 +230,7 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
             "teachers": names,
             "examples": len(data),
             "lessons": 0,
-            "accuracy": accuracy(host, task, plan["eval_n"], plan["seed"]),
+            "accuracy": evaluate(host, task, n=plan["eval_n"], seed=plan["seed"]),
             "ranks": ranks(host, planted, which, plan),
         }
         host.close()
