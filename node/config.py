@@ -307,7 +307,34 @@ class StudentSection(Section):
     checkpoint_every: int = Field(20, ge=1, description="Write a checkpoint every this many steps.")
     seed: int = Field(0, description="Random seed for sampling and data order.")
     batch_size: int = Field(8, ge=1, le=1024, description="Training examples per update.")
-    lr: float = Field(1e-3, gt=0, le=1, description="AdamW learning rate of every update.")
+    lr: float = Field(1e-3, gt=0, le=1, description="AdamW learning rate: the peak of lr_schedule.")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant",
+        description="Learning rate over the run's updates: constant after lr_warmup_steps, or cosine decay from lr "
+        "to lr x lr_min_ratio at the schedule's last update (transformers' schedules).",
+    )
+    lr_warmup_steps: int = Field(0, ge=0, description="Updates of linear warm-up from 0 to lr at the schedule's start.")
+    lr_min_ratio: float = Field(0.1, ge=0, le=1, description="The cosine's floor as a fraction of lr.")
+    lr_schedule_start: int = Field(
+        0,
+        ge=0,
+        description="Updates of this schedule made before this run (a stage B continuing a stage A's schedule): "
+        "the first update takes the schedule's lr at lr_schedule_start + 1.",
+    )
+    lr_schedule_steps: int | None = Field(
+        None, ge=1, description="The schedule's length in updates; none = lr_schedule_start + steps."
+    )
+    optimizer_state: Literal["fresh", "from_model"] = Field(
+        "fresh",
+        description="AdamW's state at the start: fresh, or from_model: the optimizer.safetensors saved beside the "
+        "model in model.source (a run that continues another's training, e.g. a benchmark's stage B).",
+    )
+    gold_feedback: bool = Field(
+        True,
+        description='End every gold rationale the student trains on with "Feedback: <all correct>", as TriPosT\'s '
+        "reference does (and trains on), so that the student learns to judge its own answers; false = the bare "
+        "rationale.",
+    )
     eval_n: int = Field(32, ge=1, le=10_000, description="Held-out problems per split in each evaluation.")
     warmup_steps: int = Field(
         0, ge=0, description="SFT updates on the task's gold rationales before learning from teachers (0 = none)."
@@ -336,6 +363,31 @@ class StudentSection(Section):
     tripost_feedback_weight: float = Field(
         1.5, gt=0, description='TriPosT: loss weight of tokens from "Feedback:" on (the paper: 1.5).'
     )
+    tripost_epochs: float = Field(
+        4.0, gt=0, le=100, description="TriPosT: passes over each iteration's data (the reference: 4 epochs)."
+    )
+    tripost_schedule: Literal["iteration", "run"] = Field(
+        "iteration",
+        description="TriPosT: iteration = each iteration trains its data alone for tripost_epochs passes with a "
+        "fresh AdamW, warm-up then cosine decay from lr to lr x lr_min_ratio (the reference's new Trainer per "
+        "iteration); run = the iterations share student.steps evenly under the run's lr_schedule and one "
+        "optimizer, each batch filled with gold problems beside the iteration's data so that the data is still "
+        "seen tripost_epochs times (equal compute with an SFT control).",
+    )
+    tripost_warmup_ratio: float = Field(
+        0.2, ge=0, lt=1, description="TriPosT: warm-up share of each iteration's updates (schedule iteration)."
+    )
+    tripost_turns: bool = Field(
+        False,
+        description="TriPosT: split each improved trajectory into one example per turn (attempt, feedback, "
+        "update), the reference's convert_to_turns; false = one example per trajectory.",
+    )
+    tripost_attempt_weight: float = Field(
+        1.0,
+        ge=0,
+        description="TriPosT: loss weight of the first attempt in improvement examples (the reference trains on it "
+        "at 1; 0 = learn only the feedback and the updates).",
+    )
     tripost_attempts: Literal["own", "synthetic"] = Field(
         "own",
         description="TriPosT: improve the student's own sampled attempts (the paper), or synthetic corruptions of "
@@ -346,6 +398,21 @@ class StudentSection(Section):
     yoda_rounds: int = Field(2, ge=1, le=50, description="YODA: refinement rounds with Critique per question (R).")
     yoda_control: Literal["none", "basic_only", "gold_only"] = Field(
         "none", description="YODA control: none, basic_only (no posed questions) or gold_only (no interaction)."
+    )
+    yoda_questions: int = Field(
+        32, ge=1, le=100_000, description="YODA: basic questions per collection; its records are ordered as a whole."
+    )
+    yoda_order: Literal["curriculum", "shuffled"] = Field(
+        "curriculum",
+        description="YODA: train each collection basic, then generalized, then harder by level (the paper), or "
+        "shuffled (the control that isolates the curriculum).",
+    )
+    yoda_epochs: float = Field(1.0, gt=0, le=100, description="YODA: passes over each collection, each in its order.")
+    yoda_wrong_weight: float = Field(
+        0.0,
+        ge=0,
+        description="YODA: loss weight of the student's answers a critique judged wrong (0 = learn only the feedback "
+        "and the verified refinements; 1 = the whole record, an ablation).",
     )
     social_teachers: int = Field(3, ge=1, le=64, description="Social Learning: teachers asked for lessons.")
     social_examples_per_teacher: int = Field(
@@ -386,6 +453,15 @@ class StudentSection(Section):
     tnd_probe_contexts: int = Field(
         8, ge=1, le=1000, description="TnD: contexts per test word when measuring word surprisal at each evaluation."
     )
+
+    @model_validator(mode="after")
+    def _schedule_reaches_the_run(self) -> StudentSection:
+        if self.lr_schedule_steps is not None and self.lr_schedule_steps <= self.lr_schedule_start:
+            raise ValueError(
+                f"student.lr_schedule_steps ({self.lr_schedule_steps}) must exceed student.lr_schedule_start "
+                f"({self.lr_schedule_start}): the run would start past the schedule's end"
+            )
+        return self
 
 
 # The YAML file's content for the settings being built; a context variable so that the

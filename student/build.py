@@ -3,6 +3,8 @@ teacher pool, provenance, privacy ledger and the configured algorithm."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from node.client import PeerClient
 from node.config import ConfigError, Settings
 from node.llm.host import ModelHost
@@ -13,7 +15,7 @@ from node.privacy.ledger import PrivacyLedger
 from node.store import Store
 from node.tasks import TaskError, get_task
 from student import checkpoints
-from student.learner import Learner, LearnerContext
+from student.learner import Learner, LearnerContext, run_schedule
 from student.loop import StudentRun
 from student.provenance import Provenance
 from student.sft import SftLearner
@@ -55,7 +57,14 @@ def build_student(
     host.on_generated = metrics.generated_tokens.inc
     provenance = Provenance(store)
     pool = TeacherPool(settings, node_id, client, view, provenance, metrics)
-    ctx = LearnerContext(host, host.make_optimizer(s.lr), task, s, pool, run_dir=root)
+    optimizer = host.make_optimizer(s.lr)
+    if resumed is None and s.optimizer_state == "from_model":
+        source = Path(settings.model.source).expanduser()
+        try:
+            checkpoints.restore_model_optimizer(source, optimizer)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"student.optimizer_state from_model: {exc}") from None
+    ctx = LearnerContext(host, optimizer, task, s, pool, run_schedule(s), run_dir=root)
     privacy = settings.privacy
     ledger = PrivacyLedger(store, privacy.epsilon_budget, privacy.delta, privacy.per_recipient_epsilon)
     metrics.epsilon_budget.set(privacy.epsilon_budget)

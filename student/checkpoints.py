@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from node.llm.checkpoint import save_checkpoint
@@ -130,3 +131,29 @@ def save(
 def restore_optimizer(checkpoint: Checkpoint, optimizer: torch.optim.Optimizer) -> None:
     tensors = load_file(str(checkpoint.path / OPTIMIZER_FILE))
     load_optimizer(optimizer, tensors, checkpoint.state()["optimizer_groups"])
+
+
+def save_model_optimizer(model_dir: Path, optimizer: torch.optim.Optimizer) -> Path:
+    """AdamW's state beside a saved model (`model_dir/optimizer.safetensors`, its parameter groups
+    as JSON in the file's metadata), so that a later run can continue that model's training with
+    `student.optimizer_state: from_model`."""
+    tensors, groups = optimizer_tensors(optimizer)
+    path = model_dir / OPTIMIZER_FILE
+    save_file(tensors, str(path), metadata={"param_groups": json.dumps(groups)})
+    return path
+
+
+def restore_model_optimizer(model_dir: Path, optimizer: torch.optim.Optimizer) -> None:
+    """Load what save_model_optimizer wrote; OSError/ValueError with a sentence when it is missing or
+    does not fit this model's parameters."""
+    path = model_dir / OPTIMIZER_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; the model was saved without its optimizer state")
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if "param_groups" not in metadata:
+        raise ValueError(f"{path} has no parameter groups in its metadata; it was not written by Agora")
+    try:
+        load_optimizer(optimizer, load_file(str(path)), json.loads(metadata["param_groups"]))
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise ValueError(f"{path} does not fit this model's parameters ({exc})") from None

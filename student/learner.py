@@ -20,14 +20,15 @@ import torch
 from node.config import StudentSection
 from node.llm.host import ModelHost
 from node.llm.sampling import SamplingParams
+from node.llm.schedule import LRSchedule
 from node.llm.tokenizer import encode
 from node.llm.training import Segments, TrainingExample
-from node.tasks.base import Example, Split, Task
+from node.tasks.base import FEEDBACK, Example, Split, Task, gold_target
 from student.teachers import TeacherPool
 
-FEEDBACK = "Feedback:"  # TriPosT's marker; the loss weights tokens from here on
 EVAL_SPLITS: tuple[Split, ...] = ("seen", "unseen")
 NO_ANSWER = "(no answer)"  # what an empty sample is sent as: teachers refuse empty attempts
+SAMPLE_BATCH = 64  # prompts sampled together: one padded batch of hundreds wastes more than it saves
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,15 @@ class LearnerContext:
     task: Task
     settings: StudentSection
     teachers: TeacherPool
+    schedule: LRSchedule  # the run's learning rate by update (the loop applies it before each step)
     log: list[str] = field(default_factory=list)  # notes for the end-of-run summary
     run_dir: Path | None = None  # where an algorithm writes its own records (<data_dir>/student)
+
+
+def run_schedule(s: StudentSection) -> LRSchedule:
+    """The run's schedule from the student settings (it may have begun before this run)."""
+    total = s.lr_schedule_steps or s.lr_schedule_start + s.steps
+    return LRSchedule(s.lr, total, s.lr_warmup_steps, s.lr_min_ratio, s.lr_schedule)
 
 
 class Learner(ABC):
@@ -123,6 +131,16 @@ class Learner(ABC):
         applied = frozenset(lesson for t in batch for lesson in t.lessons)
         return StepResult(loss, len(batch), applied, discarded, tuple(t.kind for t in batch))
 
+    def gold_example(self, example: Example) -> TrainingExample:
+        """A gold rationale as this student trains on it (with the all-correct feedback unless
+        `student.gold_feedback` is off)."""
+        target = gold_target(example.rationale, self.ctx.settings.gold_feedback)
+        return TrainingExample(self.ctx.task.prompt(example.question), target)
+
+    def gold_batch(self, n: int, seed: int) -> list[Tagged]:
+        """n gold problems from the student's own training data (its pool, if the task has one)."""
+        return [Tagged(self.gold_example(e), (), "gold") for e in self.ctx.task.generate("train", n, seed)]
+
     def prompt_prefix(self) -> str:
         """Text put before every prompt at inference (Social Learning's in-context lessons)."""
         return ""
@@ -164,13 +182,30 @@ class Learner(ABC):
             params.append(
                 SamplingParams(max_new_tokens=max(1, min(budget, room)), temperature=temperature, seed=seed + index)
             )
-        outputs = await host.run(host.generate_sync, list(prompts), params)
+        outputs = []
+        for start in range(0, len(params), SAMPLE_BATCH):
+            end = start + SAMPLE_BATCH
+            outputs += await host.run(host.generate_sync, list(prompts[start:end]), params[start:end])
         return [output.text if output.text.strip() else NO_ANSWER for output in outputs]
 
 
-def feedback_target(answer: str, rounds: Sequence[tuple[str, str]], final_feedback: str, weight: float) -> Segments:
-    """TriPosT's improvement format as weighted segments: the first answer at weight 1, then from
-    the first "Feedback:" on (every "Feedback: … Updated Answer: …" round, and the closing
+def apply_once(queue: Sequence[Tagged]) -> list[Tagged]:
+    """The queue with each lesson only on the first example that uses it: data seen in several
+    passes (or split into turns) applies its lessons with the first update that trains on them."""
+    seen: set[str] = set()
+    out = []
+    for tagged in queue:
+        fresh = tuple(lesson for lesson in tagged.lessons if lesson not in seen)
+        seen.update(fresh)
+        out.append(tagged if fresh == tagged.lessons else Tagged(tagged.example, fresh, tagged.kind))
+    return out
+
+
+def feedback_target(
+    answer: str, rounds: Sequence[tuple[str, str]], final_feedback: str, weight: float, answer_weight: float = 1.0
+) -> Segments:
+    """TriPosT's improvement format as weighted segments: the first answer at `answer_weight`, then
+    from the first "Feedback:" on (every "Feedback: … Updated Answer: …" round, and the closing
     feedback) at `weight`."""
     tail = "".join(f"{FEEDBACK} {feedback}\nUpdated Answer: {updated}\n" for feedback, updated in rounds)
-    return [(answer.rstrip("\n") + "\n", 1.0), (f"{tail}{FEEDBACK} {final_feedback}", weight)]
+    return [(answer.rstrip("\n") + "\n", answer_weight), (f"{tail}{FEEDBACK} {final_feedback}", weight)]

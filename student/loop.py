@@ -4,6 +4,7 @@
     warm up (SFT on gold rationales, under DP-SGD if asked) unless done
     evaluate on held-out seen / unseen problems: the "before" figures
     for each step:
+        set the learning rate the run's schedule gives this update (an algorithm may set its own)
         the learner asks teachers (through the pool) and makes one update
         record which lessons the update applied first (provenance), export metrics
         every eval_every steps: evaluate; every checkpoint_every steps: checkpoint
@@ -154,6 +155,7 @@ class StudentRun:
         summary.before = self.history[0] if self.history else await self.evaluate()
         summary.before = {k: v for k, v in summary.before.items() if k != "step"}
         while self.step < self.s.steps:
+            self.ctx.schedule.apply(self.ctx.optimizer, self.s.lr_schedule_start + self.step + 1)
             result = await self.learner.step(self.step + 1)
             if result is None:
                 summary.finished_early = True

@@ -1,6 +1,6 @@
 """The first stage: SFT on the task's gold rationales, the student's own data, before any lesson.
 
-Without DP it is `student.warmup_steps` plain updates on fresh gold problems. With
+Without DP it is `student.warmup_steps` plain updates at `student.lr` on gold problems. With
 `student.dp_epsilon` it is one DP-SGD run (Opacus; Poisson sampling at q = expected batch /
 records; the noise found for the target epsilon) over `student.dp_records` gold records: its
 (epsilon, delta) is charged to the node's privacy ledger before training starts, and the run is
@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 
 from node.config import Settings
+from node.llm.sft import sft_example
 from node.llm.training import TrainingExample
 from node.privacy.accounting import dp_sgd_charge
 from node.privacy.dp_sgd import DpSgdResult, dp_finetune, plan_dp_sgd
@@ -26,8 +27,8 @@ log = logging.getLogger("agora.student")
 Progress = Callable[[int, int, float], None]  # (steps done, steps in all, last loss)
 
 
-def gold_examples(task: Task, n: int, seed: int) -> list[TrainingExample]:
-    return [TrainingExample(task.prompt(e.question), e.rationale) for e in task.generate("train", n, seed)]
+def gold_examples(task: Task, n: int, seed: int, feedback: bool) -> list[TrainingExample]:
+    return [sft_example(task, e, feedback) for e in task.generate("train", n, seed)]
 
 
 async def warm_up(ctx: LearnerContext, settings: Settings, ledger: PrivacyLedger, progress: Progress) -> str:
@@ -42,7 +43,7 @@ async def warm_up(ctx: LearnerContext, settings: Settings, ledger: PrivacyLedger
             f"{plan.steps} steps; epsilon {result.epsilon:.4g} at delta {plan.delta:g} charged to the ledger"
         )
     for step in range(1, s.warmup_steps + 1):
-        batch = gold_examples(ctx.task, s.batch_size, seed=s.seed * 1_000_003 + 900_000 + step)
+        batch = gold_examples(ctx.task, s.batch_size, s.seed * 1_000_003 + 900_000 + step, s.gold_feedback)
         loss = await host.run(host.train_step, batch, ctx.optimizer)
         progress(step, s.warmup_steps, loss)
     return f"warm-up: {s.warmup_steps} SFT updates on gold rationales"
@@ -52,7 +53,7 @@ async def dp_warm_up(ctx: LearnerContext, settings: Settings, ledger: PrivacyLed
     """Plan, charge, train: BudgetExhausted (nothing trained) when the ledger refuses the charge."""
     s = ctx.settings
     assert s.dp_epsilon is not None
-    records = gold_examples(ctx.task, s.dp_records, seed=s.seed)
+    records = gold_examples(ctx.task, s.dp_records, s.seed, s.gold_feedback)
     plan = plan_dp_sgd(
         len(records),
         target_epsilon=s.dp_epsilon,

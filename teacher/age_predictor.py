@@ -35,7 +35,8 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassificat
 from node.llm.host import ModelHost
 from node.llm.placement import resolve_placement
 from node.llm.sampling import SamplingParams
-from node.llm.sft import SFTConfig, learning_rate, shuffled_batches
+from node.llm.schedule import LRSchedule
+from node.llm.sft import shuffled_batches
 from node.llm.tokenizer import encode
 from node.tasks.word_learning import WordLearningTask
 from teacher.tnd_teacher import teacher_checkpoints
@@ -267,12 +268,11 @@ def train_age_predictor(
     tokenizer = AutoTokenizer.from_pretrained(str(checkpoints[-1][1]))  # the teacher's own
     model = torch.nn.Module.to(build_regressor(tokenizer, config), device=device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
-    schedule = SFTConfig(steps=config.steps, lr=config.lr, warmup_steps=max(1, min(30, config.steps // 10)))
+    schedule = LRSchedule(config.lr, config.steps, warmup_steps=max(1, min(30, config.steps // 10)))
     batches = shuffled_batches(train, config.batch_size, random.Random(config.seed))
     for step in range(config.steps):
         batch = next(batches)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, schedule)
+        schedule.apply(optimizer, step + 1)
         model.train()
         ids, mask = _batch(tokenizer, [s.text for s in batch], device)
         target = torch.tensor([(s.label - mean) / std for s in batch], device=device)

@@ -20,12 +20,11 @@ import grpc
 from node.llm.sampling import SamplingParams
 from node.privacy.pate import tally
 from node.rpc.agora.v1 import lesson_pb2, teacher_pb2
-from node.tasks.base import Task, final_response
+from node.tasks.base import ALL_CORRECT, Task, final_response
 from teacher.age_predictor import age_text
 from teacher.core import TeacherCore, shot
 from teacher.release import Draft, Release, RequestError, invalid
 
-ALL_CORRECT = "Every step is correct. The final response is also correct."
 _RETRIES_FOR_BANNED = 3
 
 

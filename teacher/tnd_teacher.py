@@ -4,7 +4,7 @@ keeping log-spaced checkpoints for the age predictor R_phi (teacher/age_predicto
 The teacher learns the word-learning corpus (node/tasks/word_learning.py) by plain causal language
 modelling: every sentence is a training example with an empty prompt, so its first word is
 predicted from BOS alone, every later word from its left context, and EOS after the last one.
-AdamW with linear warm-up and cosine decay (node.llm.sft.learning_rate) over batches drawn from a
+AdamW with linear warm-up and cosine decay (node.llm.schedule) over batches drawn from a
 shuffled pool of sentences; one loop, top to bottom, in the manner of nanoGPT.
 
 Why log-spaced checkpoints: R_phi learns to tell a text's "age" (log2 of the training step of the
@@ -34,7 +34,8 @@ from typing import Any
 from node.llm.host import ModelHost
 from node.llm.loading import TinySpec
 from node.llm.placement import resolve_placement
-from node.llm.sft import SFTConfig, learning_rate, shuffled_batches
+from node.llm.schedule import LRSchedule
+from node.llm.sft import shuffled_batches
 from node.llm.training import clm_example
 from node.tasks.word_learning import WordLearningTask
 
@@ -183,11 +184,11 @@ def train_teacher(
     pool += [clm_example(s) for s in config.private for _ in range(config.private_repeats)]
     held_out = [clm_example(s) for s in task.sentences(config.held_out, config.seed, split="seen")]
     keep = set(checkpoint_schedule(config.steps))
-    schedule = SFTConfig(
-        steps=config.steps,
-        lr=config.lr,
-        min_lr_ratio=config.min_lr_ratio,
+    schedule = LRSchedule(
+        config.lr,
+        config.steps,
         warmup_steps=max(1, min(config.warmup_steps, config.steps // 10)),
+        min_lr_ratio=config.min_lr_ratio,
     )
     optimizer = host.make_optimizer(config.lr, config.weight_decay)
     batches = shuffled_batches(pool, config.batch_size, random.Random(config.seed))
@@ -196,8 +197,7 @@ def train_teacher(
 
     for step in range(1, config.steps + 1):
         batch = next(batches)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step - 1, schedule)
+        schedule.apply(optimizer, step)
         loss = host.train_step(batch, optimizer, config.max_grad_norm)
         report.losses.append(loss)
         report.steps = step

@@ -28,9 +28,10 @@ T = TypeVar("T")
 # Child processes on one torch thread each: two nodes and a student share 2 cores.
 CHILD_ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
-# TriPosT in small steps; iterations to spare so that a run ends by its steps, not by running out
-# of iterations. checkpoint_every 3 is off TriPosT's iteration boundary (4 updates of 2 from 4
-# improved trajectories), so a kill can lose an update as well as freshly received lessons.
+# TriPosT in small steps (one pass over each iteration's data); iterations to spare so that a run
+# ends by its steps, not by running out of iterations. checkpoint_every 3 is off TriPosT's
+# iteration boundary (4 updates of 2 from 4 improved trajectories), so a kill can lose an update
+# as well as freshly received lessons.
 RECOVERY_STUDENT: dict[str, Any] = {
     "algorithm": "tripost",
     "checkpoint_every": 3,
@@ -39,6 +40,7 @@ RECOVERY_STUDENT: dict[str, Any] = {
     "eval_n": 2,
     "tripost_questions": 4,
     "tripost_iterations": 20,
+    "tripost_epochs": 1.0,
 }
 
 

@@ -316,9 +316,28 @@ def test_a_task_spec_sets_options_and_bad_options_are_sentences() -> None:
         "arithmetic:lengths=two": "write lengths=N",
         "arithmetic:depths=1:depths=2": "given twice",
         "arithmetic:lengths=9": "from 2 to 8",
-        "word_sorting:lengths=2": "it takes no options",
+        "word_sorting:lengths=2": "its options are train_pool",
         "algebra:lengths=2": "unknown task 'algebra'",
+        "arithmetic:train_pool=0": "at least 1",
+        "arithmetic:train_pool=3,4": "one whole number",
     }
     for spec, sentence in bad.items():
         with pytest.raises(TaskError, match=sentence):
             get_task(spec)
+
+
+@pytest.mark.parametrize("name", ["arithmetic", "word_sorting", "string_transforms"])
+def test_a_training_pool_bounds_the_training_questions_of_any_task(name: str) -> None:
+    pooled = get_task(f"{name}:train_pool=40")
+    assert pooled.train_pool == 40
+    pool = {e.question for e in get_task(name).generate("train", 40, seed=0)}  # the pool: seed 0's first 40
+    drawn = {e.question for seed in range(100) for e in pooled.generate("train", 8, seed)}
+    assert drawn == pool  # 800 draws, never a question outside the pool
+    batch = pooled.generate("train", 8, seed=3)
+    assert batch == pooled.generate("train", 8, seed=3)
+    assert batch != pooled.generate("train", 8, seed=4)
+    assert pooled.generate("seen", 5, seed=1) == get_task(name).generate("seen", 5, seed=1)  # test splits untouched
+    with pytest.raises(TaskError, match="the training pool holds 40"):
+        pooled.generate("train", 41)
+    unbounded = {e.question for seed in range(30) for e in get_task(name).generate("train", 8, seed)}
+    assert len(unbounded) > 40

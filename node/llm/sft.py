@@ -7,18 +7,20 @@ every `eval_every` steps. One loop, top to bottom, in the manner of nanoGPT.
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import torch
+
 from node.llm.host import ModelHost
 from node.llm.sampling import SamplingParams
+from node.llm.schedule import LRSchedule
 from node.llm.tokenizer import encode
 from node.llm.training import TrainingExample
-from node.tasks.base import Example, Split, Task
+from node.tasks.base import Example, Split, Task, gold_target
 
 EVAL_SPLITS: tuple[Split, ...] = ("seen", "unseen")
 T = TypeVar("T")
@@ -31,13 +33,19 @@ class SFTConfig:
     lr: float = 5e-3  # peak learning rate; tiny models from scratch like it high
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * this
     warmup_steps: int = 50
+    schedule_steps: int | None = None  # the schedule's length, when the run stops part-way through it (None: steps)
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     pool_size: int = 8000  # distinct training problems drawn from the generator
     eval_every: int = 200  # steps between held-out checks (0 = only at the end)
     eval_n: int = 32  # problems per split in each check
     time_limit_s: float | None = None  # stop early (after a final check) once this much time has passed
+    gold_feedback: bool = False  # end each gold rationale with the all-correct feedback (a TriPosT student's base)
     seed: int = 0
+
+    def schedule(self) -> LRSchedule:
+        """Linear warm-up to `lr`, then cosine decay to `lr * min_lr_ratio` at the schedule's end."""
+        return LRSchedule(self.lr, self.schedule_steps or self.steps, self.warmup_steps, self.min_lr_ratio)
 
 
 @dataclass
@@ -52,21 +60,6 @@ class SFTReport:
         return {k: v for k, v in self.history[-1].items() if k in EVAL_SPLITS} if self.history else {}
 
 
-def learning_rate(step: int, config: SFTConfig, elapsed_s: float = 0.0) -> float:
-    """Linear warm-up to `lr`, then cosine decay to `lr * min_lr_ratio` at the end of the run.
-
-    The end is the last step, or the time limit if that comes first: a run stopped by the clock
-    still finishes its decay.
-    """
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    if config.time_limit_s:
-        progress = max(progress, elapsed_s / config.time_limit_s)
-    floor = config.lr * config.min_lr_ratio
-    return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 def shuffled_batches(pool: list[T], batch_size: int, rng: random.Random) -> Iterator[list[T]]:
     """Batches over the pool without end, the pool reshuffled at the start of every epoch."""
     cursor = len(pool)
@@ -78,8 +71,9 @@ def shuffled_batches(pool: list[T], batch_size: int, rng: random.Random) -> Iter
         cursor += batch_size
 
 
-def sft_example(task: Task, example: Example) -> TrainingExample:
-    return TrainingExample(task.prompt(example.question), example.rationale)
+def sft_example(task: Task, example: Example, feedback: bool = False) -> TrainingExample:
+    """A gold example: the question's prompt, then its rationale (with the all-correct feedback)."""
+    return TrainingExample(task.prompt(example.question), gold_target(example.rationale, feedback))
 
 
 def accuracy(host: ModelHost, task: Task, examples: Sequence[Example], batch_size: int = 16) -> float:
@@ -114,13 +108,17 @@ def train_sft(
     config: SFTConfig,
     on_step: Callable[[int, float], None] | None = None,
     on_eval: Callable[[dict[str, float]], None] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> SFTReport:
-    """Fine-tune host's model on gold rationales; returns the loss and accuracy history."""
-    pool = [sft_example(task, e) for e in task.generate("train", config.pool_size, config.seed)]
+    """Fine-tune host's model on gold rationales; returns the loss and accuracy history. Pass an
+    optimizer to keep its state afterwards (a stage A whose schedule a stage B continues)."""
+    pool_size = min(config.pool_size, task.train_pool or config.pool_size)
+    pool = [sft_example(task, e, config.gold_feedback) for e in task.generate("train", pool_size, config.seed)]
     held_out = {split: task.generate(split, config.eval_n, config.seed) for split in EVAL_SPLITS}
-    held_out_loss = [sft_example(task, e) for e in held_out["seen"]]
+    held_out_loss = [sft_example(task, e, config.gold_feedback) for e in held_out["seen"]]
     batches = shuffled_batches(pool, config.batch_size, random.Random(config.seed))
-    optimizer = host.make_optimizer(config.lr, config.weight_decay)
+    optimizer = optimizer or host.make_optimizer(config.lr, config.weight_decay)
+    schedule = config.schedule()
     report, started = SFTReport(), time.monotonic()
 
     def check(step: int) -> None:
@@ -132,8 +130,10 @@ def train_sft(
 
     for step in range(config.steps):
         batch = next(batches)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, config, time.monotonic() - started)
+        update = step + 1
+        if config.time_limit_s:  # a run stopped by the clock still finishes its decay
+            update = max(update, schedule.update_at((time.monotonic() - started) / config.time_limit_s))
+        schedule.apply(optimizer, update)
         report.last_loss = host.train_step(batch, optimizer, config.max_grad_norm)
         report.steps = step + 1
         if on_step is not None:

@@ -1,8 +1,9 @@
 """Training hooks: turn (prompt, target) pairs into a weighted next-token loss.
 
 Only target tokens are learned (the prompt is context). A target may be given as segments with
-weights, e.g. TriPosT's weight 1.5 on every token from "Feedback:" on. The loss is the mean of
-weight x cross-entropy over target tokens, so a weight above 1 really counts for more.
+weights, e.g. TriPosT's weight 1.5 on every token from "Feedback:" on; a segment of weight 0 is
+context too (YODA's wrong answers). The loss is the mean of weight x cross-entropy over target
+tokens, so a weight above 1 really counts for more.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def encode_batch(
         for text, weight in example.segments():
             piece = encode(tokenizer, text, add_bos=False)
             ids += piece
-            labels += piece
+            # Weight 0 is context, not target: neither learned nor counted in the mean.
+            labels += piece if weight > 0 else [IGNORE] * len(piece)
             weights += [weight] * len(piece)
         if example.append_eos and tokenizer.eos_token_id is not None:
             ids.append(tokenizer.eos_token_id)

@@ -3,7 +3,9 @@
 ``get_task("arithmetic")`` returns a ready task; ``get_task("jsonl:PATH")`` wraps a user's own
 ``{"input", "output"}`` file. A built-in task that takes options reads them after its name, one
 ``key=values`` per colon: ``arithmetic:lengths=2,3:depths=1:unseen_lengths=4:unseen_depths=1``
-(teacher and student must name the task with the same string). Each task lives in its own module.
+(teacher and student must name the task with the same string). Every built-in task also takes
+``train_pool=N``: its training questions are then drawn from N fixed ones (a finite data set, so
+that more SFT cannot mean more new data). Each task lives in its own module.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ BUILTIN_TASKS: dict[str, type[Task]] = {
 }
 JSONL_PREFIX = "jsonl:"
 OPTION_SEPARATOR = ":"  # between a built-in task's name and each of its key=values options
+POOL_OPTION = "train_pool"  # the option every built-in task takes (Task.train_pool)
 
 
 def get_task(spec: str) -> Task:
@@ -32,7 +35,14 @@ def get_task(spec: str) -> Task:
     if task_class is None:
         known = ", ".join([*BUILTIN_TASKS, "jsonl:PATH"])
         raise TaskError(f"unknown task {name!r}; known tasks: {known}")
-    return task_class(**task_options(name, task_class.options, options))
+    parsed = task_options(name, (*task_class.options, POOL_OPTION), options)
+    pool = parsed.pop(POOL_OPTION, None)
+    task = task_class(**parsed)
+    if pool is not None:
+        if len(pool) != 1 or pool[0] < 1:
+            raise TaskError(f"task option {POOL_OPTION} takes one whole number of at least 1, not {pool}")
+        task.train_pool = pool[0]
+    return task
 
 
 def task_options(name: str, allowed: tuple[str, ...], options: list[str]) -> dict[str, tuple[int, ...]]:

@@ -211,7 +211,7 @@ class ArithmeticTask(Task):
                 "The unseen split must differ from the seen one in length or depth, but every pair is seen."
             )
 
-    def generate(self, split: Split, n: int, seed: int = 0) -> list[Example]:
+    def draw(self, split: Split, n: int, seed: int = 0) -> list[Example]:
         if split not in SPLITS:
             raise TaskError(f"Unknown split {split!r}: choose train, seen or unseen.")
         if n < 0:

@@ -9,6 +9,7 @@ and a TriPosT student build their feedback and improvements from that verdict.
 from __future__ import annotations
 
 import hashlib
+import random
 import re
 import string
 from abc import ABC, abstractmethod
@@ -21,6 +22,9 @@ SPLITS: tuple[Split, ...] = ("train", "seen", "unseen")
 TokenizerLevel = Literal["char", "word"]
 
 FINAL_LABEL = "(Final response)"
+FEEDBACK = "Feedback:"  # TriPosT's marker of a verdict on the answer before it
+ALL_CORRECT = "Every step is correct. The final response is also correct."  # the verdict on a right answer
+POOL_SEED = 0  # a training pool is the first N questions the generator draws with this seed
 ANSWER_PATTERN = re.compile(r"[Tt]he answer is:?\s*(.+?)\.?\s*$", re.MULTILINE)
 STEP_LABEL = re.compile(r"^(\((?:\d+(?:\.\d+)*|Final response)\))")
 
@@ -54,7 +58,7 @@ class Verdict:
     def feedback(self) -> str:
         """TriPosT's feedback sentence for this verdict."""
         if self.correct:
-            return "Every step is correct. The final response is also correct."
+            return ALL_CORRECT
         if not self.segment:  # nothing to quote (a missing step): the reason says it all
             return self.reason
         where = f"In step {self.step}" if self.step else "In the answer"
@@ -65,7 +69,7 @@ class Verdict:
 # rounds, teachers' instructions): a tiny model's tokenizer learns these too, and at char level
 # every printable ASCII character, so that no lesson turns into <unk>.
 INTERACTION_TEXTS: tuple[str, ...] = (
-    "Feedback: Every step is correct. The final response is also correct.",
+    f"{FEEDBACK} {ALL_CORRECT}",
     "Updated Answer: Refined Answer: Input: Output: Instruction:",
     string.printable.strip() + " ",
 )
@@ -74,6 +78,13 @@ INTERACTION_TEXTS: tuple[str, ...] = (
 def final_response(answer: str) -> str:
     """The last line of a gold rationale: ``(Final response) So the answer is X.``"""
     return f"{FINAL_LABEL} So the answer is {answer}."
+
+
+def gold_target(rationale: str, feedback: bool) -> str:
+    """A gold rationale as a student learns it: with `feedback`, followed by the all-correct
+    verdict, as TriPosT's reference ends (and trains on) every gold example, so that a student
+    learns to judge its own answer after writing it."""
+    return f"{rationale}\n{FEEDBACK} {ALL_CORRECT}" if feedback else rationale
 
 
 def step_label(line: str) -> str | None:
@@ -95,10 +106,24 @@ class Task(ABC):
     summary: ClassVar[str]  # one sentence for `agora task list` and docs
     tokenizer_level: ClassVar[TokenizerLevel] = "char"  # how a tiny model's tokenizer splits text
     options: ClassVar[tuple[str, ...]] = ()  # keyword arguments `get_task("name:key=v,v")` may set
+    train_pool: int | None = None  # training questions are drawn from this many fixed ones (None: no end)
+    _pool: list[Example] | None = None
+
+    def generate(self, split: Split, n: int, seed: int = 0) -> list[Example]:
+        """n distinct examples of a split; the same (split, n, seed) always gives the same list.
+        With a training pool (the `train_pool=N` task option), training examples are a seeded
+        sample of N fixed questions, so that more training cannot mean more new data."""
+        if split != "train" or self.train_pool is None:
+            return self.draw(split, n, seed)
+        if self._pool is None:
+            self._pool = self.draw("train", self.train_pool, POOL_SEED)
+        if n > len(self._pool):
+            raise TaskError(f"{n} training examples were asked for, but the training pool holds {len(self._pool)}.")
+        return random.Random(f"{self.name}:pool:{seed}").sample(self._pool, n)
 
     @abstractmethod
-    def generate(self, split: Split, n: int, seed: int = 0) -> list[Example]:
-        """n examples of a split; the same (split, n, seed) always gives the same list."""
+    def draw(self, split: Split, n: int, seed: int = 0) -> list[Example]:
+        """The task's own generator: n distinct examples of a split, the same for the same arguments."""
 
     @abstractmethod
     def verify(self, example: Example, rationale: str) -> Verdict:

@@ -115,7 +115,7 @@ class JsonlTask(Task):
         """How many examples the file has for a split."""
         return len(self._examples[split])
 
-    def generate(self, split: Split, n: int, seed: int = 0) -> list[Example]:
+    def draw(self, split: Split, n: int, seed: int = 0) -> list[Example]:
         """A seeded sample of n of the split's examples; all of them (shuffled) when there are fewer."""
         if split not in SPLITS:
             raise TaskError(f'The split "{split}" is not one of "train", "seen", "unseen".')

@@ -160,7 +160,7 @@ class StringTransformTask(Task):
         """One gold instruction sentence per kind this task asks (for instruction lessons)."""
         return {kind: INSTRUCTIONS[kind] for kind in self.kinds}
 
-    def generate(self, split: Split, n: int, seed: int = 0) -> list[Example]:
+    def draw(self, split: Split, n: int, seed: int = 0) -> list[Example]:
         """n seeded examples; train and seen are split by held_out(question), unseen uses longer words."""
         if split not in SPLITS:
             raise TaskError(f'The split "{split}" is not one of "train", "seen", "unseen".')

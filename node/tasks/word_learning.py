@@ -221,7 +221,7 @@ class WordLearningTask(Task):
 
     # Examples, verification and grading -----------------------------------------------------------
 
-    def generate(self, split: Split, n: int, seed: int = 0) -> list[Example]:
+    def draw(self, split: Split, n: int, seed: int = 0) -> list[Example]:
         """n continuation examples; train and seen are split by held_out(question) (the context)."""
         _check(split, n)
         rng = random.Random(f"word_learning:{seed}:{split}")

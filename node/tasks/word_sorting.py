@@ -373,7 +373,7 @@ class WordSortingTask(Task):
         rng.shuffle(words)
         return words
 
-    def generate(self, split: Split, n: int, seed: int = 0) -> list[Example]:
+    def draw(self, split: Split, n: int, seed: int = 0) -> list[Example]:
         if split not in SPLITS:
             raise TaskError(f"Unknown split {split!r}; use one of {', '.join(SPLITS)}.")
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
