@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import shutil
 import statistics
 import sys
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import markdown_table, write_results
+from bench.goals import Goal, goals_json
 from node.app import Node
 from node.config import Settings, load_settings
 from node.llm import SamplingParams
@@ -235,6 +237,33 @@ async def run(device: str, rounds: int) -> tuple[dict[str, Any], list[dict[str, 
     return model, results
 
 
+def median_ci95(values: list[float]) -> tuple[float, float] | None:
+    """Distribution-free 95% interval for a median: the order statistics x_(k), x_(n+1-k) with the
+    largest k whose binomial tail P(B <= k-1), B ~ Bin(n, 1/2), is at most 2.5% (None below 6 values)."""
+    n, ordered = len(values), sorted(values)
+    tail, k = 0.0, 0
+    while tail + math.comb(n, k) / 2**n <= 0.025:
+        tail += math.comb(n, k) / 2**n
+        k += 1
+    return None if k == 0 else (ordered[k - 1], ordered[n - k])
+
+
+def goals(result: dict[str, Any]) -> list[Goal]:
+    """Per work size: the median of per-round lesson/raw ratios, the figure the goal is judged on;
+    its interval is median_ci95 over the rounds' own ratios (rounds are not seeds, so it speaks
+    for this machine's load at the time, not for other machines)."""
+    limit = result["config"]["goal"]
+    found = []
+    for size in result["sizes"]:
+        ratio = size["paired_ratio"]
+        times = size.get("all_s") or {}
+        rounds = [rpc / raw for raw, rpc in zip(times.get("raw", []), times.get("lesson", []), strict=True)]
+        name = f"lesson_rpc_over_raw_{size['prompts']}x{size['max_new_tokens']}"
+        target = f"<= {limit:g}x raw generate (median per-round ratio)"
+        found.append(Goal(name, ratio, target, ratio <= limit, median_ci95(rounds)))
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.lesson_rpc", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="8 rounds per size instead of 30")
@@ -283,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     config = {"quick": args.quick, "rounds": rounds, "warmup": 2, "batch": BATCH, "sizes": list(SIZES), "goal": GOAL}
     data = {"config": config, "model": model, "sizes": results, "met": all(r["met"] for r in results)}
     data["wall_s"] = time.perf_counter() - started
+    data["goals"] = goals_json(goals(data))
     path = write_results(name, data, table)
     print(table)
     print(f"[lesson_rpc] results in {path} and {path.with_suffix('.md')}", file=sys.stderr)

@@ -22,12 +22,15 @@ from typing import Any
 import torch
 
 from bench.common import markdown_table, write_results
+from bench.goals import Goal, goals_json
 from node.llm import ModelHost, SamplingParams, TinySpec, resolve_placement
 from node.llm.sft import SFTConfig, train_sft
 from node.llm.tokenizer import encode
 from node.tasks import get_task
 
 CONCURRENT = 16
+SPEEDUP_GOAL = 4.0  # batched over sequential tokens/s
+OVERHEAD_GOAL = 0.05  # ModelHost over raw model.generate, as a fraction
 
 
 def _prompts(n: int) -> list[str]:
@@ -110,6 +113,17 @@ def teacher_in_fixed_time(minutes: float, spec: TinySpec, placement: Any) -> dic
     }
 
 
+def goals(result: dict[str, Any]) -> list[Goal]:
+    """The two judged figures; the teacher's accuracy is recorded only (no target), so it is no goal.
+    A single run of medians over repeats: no spread across runs to form an interval from."""
+    speedup = float(result["batching"]["speedup"])
+    overhead = float(result["overhead"]["overhead"])
+    return [
+        Goal("batched_speedup", speedup, f">= {SPEEDUP_GOAL:g}x", speedup >= SPEEDUP_GOAL),
+        Goal("host_overhead", 100 * overhead, f"<= {100 * OVERHEAD_GOAL:g}%", overhead <= OVERHEAD_GOAL),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="about 3 minutes instead of about 13")
@@ -152,9 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(["figure", "result", "goal", "detail"], rows)
     name = "serving-quick" if args.quick else "serving"
     config = {"quick": args.quick, "new_tokens": new_tokens, "repeats": repeats, "seeds": {"prompts": 11, "model": 0}}
-    path = write_results(
-        name, {"config": config, "batching": batching, "overhead": overhead, "teacher": teacher}, table
-    )
+    result: dict[str, Any] = {"config": config, "batching": batching, "overhead": overhead, "teacher": teacher}
+    path = write_results(name, {**result, "goals": goals_json(goals(result))}, table)
     print(table)
     print(f"[serving] results in {path} and {path.with_suffix('.md')}", file=sys.stderr)
     return 0

@@ -34,7 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import markdown_table, run_learning_benchmark
+from bench.common import Half, markdown_table, run_learning_benchmark
+from bench.goals import Goal, goals_json
 from bench.sft_base import BasePlan, base_model
 from node.llm.host import ModelHost
 from node.llm.placement import resolve_placement
@@ -59,6 +60,8 @@ QUICK: dict[str, Any] = {
     **FULL, "teachers": 2, "private": 8, "examples": 8, "ns": [1, 2], "steps": 12, "shared_steps": 60,
     "eval_n": 8, "candidates": 100, "max_new_tokens": 160,
 }  # fmt: skip
+GAP_POINTS = 2.0  # generated within this many seen-accuracy points of original, at every n
+RANK_GOAL = 450  # mean canary rank of the taught students, of 1000 candidates (scaled to the plan's)
 DATA_SEED = 7  # the teachers' private examples: the train split's first teachers x private problems
 
 
@@ -171,7 +174,8 @@ def teachers_asked(data_dir: Path) -> list[str]:
     return sorted(str(row[0]) for row in read_rows(data_dir, sql))
 
 
-def run(quick: bool, out: Path) -> dict[str, Any]:
+def run(quick: bool, out: Path, half: Half = "test") -> dict[str, Any]:
+    """(`half` is always "test": this benchmark has no hyperparameters tuned on validation problems.)"""
     began = time.monotonic()
     plan = QUICK if quick else FULL
     task = get_task(TASK)
@@ -245,7 +249,7 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
     }
     taught = statistics.fmean(rows[f"gen-{n}"]["mean_rank_exposed"] for n in plan["ns"])
     chance = (plan["candidates"] - 1) / 2
-    return {
+    result = {
         "quick": quick,
         "plan": plan,
         "data_seed": DATA_SEED,
@@ -255,16 +259,38 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
         "shared_model_training": shared_figures,
         "rows": rows,
         "gap_generated_minus_original_seen_points": gaps,
-        "gap_goal_met": all(abs(g) <= 2 for g in gaps.values()),
+        "gap_goal_met": all(abs(g) <= GAP_POINTS for g in gaps.values()),
         "mean_canary_rank_taught": taught,
         "chance_rank": chance,
-        "rank_goal_met": taught >= 450 * (plan["candidates"] - 1) / 999,
+        "rank_goal_met": taught >= rank_threshold(plan["candidates"]),
         "lessons_by_kind": metrics["lessons_by_kind"],
         "blocked_by_reason": metrics["blocked_by_reason"],
         "teacher_epsilon_spent": {n["name"]: n["epsilon_spent"] for n in metrics["nodes"] if n["role"] == "teacher"},
         "simulation_wall_s": metrics["wall_s"],
         "wall_s": round(time.monotonic() - began, 1),
     }
+    return {**result, "goals": goals_json(goals(result))}
+
+
+def rank_threshold(candidates: int) -> float:
+    """The rank goal, 450 of 1000, on this plan's candidates: chance is (candidates - 1) / 2."""
+    return RANK_GOAL * (candidates - 1) / 999
+
+
+def goals(result: dict[str, Any]) -> list[Goal]:
+    """Generated minus original seen accuracy at each n (the table's goal holds when every n
+    does), and the taught students' mean canary rank. One run per n and one draw of candidates:
+    no 95% interval."""
+    found = [
+        Goal(f"generated_minus_original_seen_n{n}", gap, f"within +/-{GAP_POINTS:g} points", abs(gap) <= GAP_POINTS)
+        for n, gap in result["gap_generated_minus_original_seen_points"].items()
+    ]
+    candidates = result["plan"]["candidates"]
+    threshold, taught = rank_threshold(candidates), result["mean_canary_rank_taught"]
+    scaled = "" if candidates == 1000 else f" ({RANK_GOAL}/1000 scaled)"
+    target = f">= {threshold:.4g} of {candidates}{scaled}"
+    found.append(Goal("mean_canary_rank_taught", taught, target, taught >= threshold))
+    return found
 
 
 def _pct(value: float) -> str:
