@@ -1,5 +1,10 @@
-"""The student every arm of a benchmark starts from: a tiny char-level Llama after SFT on a task's
-gold data, trained once and reused (E1 and E2 share one; E4 has its own) from bench/.cache/.
+"""Stage A of the learning benchmarks: a tiny char-level Llama trained from scratch by SFT on a
+task's gold data, once, and reused from bench/.cache/ (keyed by its plan).
+
+A plan may stop part-way through its learning-rate schedule (`schedule_steps` > `steps`); the
+model is then saved with its AdamW state (optimizer.safetensors) so that stage B continues the
+same schedule with the same optimizer (`student.optimizer_state: from_model`,
+`student.lr_schedule_start`), equal in every arm.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 from node.llm import ModelHost, TinySpec, resolve_placement
 from node.llm.sft import SFTConfig, train_sft
 from node.tasks import get_task
+from student.checkpoints import save_model_optimizer
 
 SHAPE = TinySpec(layers=2, dim=128, heads=4, max_positions=768)  # 0.4M parameters: fast enough to learn on 2 cores
 STAMP = "base.json"
@@ -31,13 +37,31 @@ class BasePlan:
     steps: int
     batch_size: int = 32
     lr: float = 3e-3
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1
+    schedule_steps: int | None = None  # the whole schedule, when stage B continues it (None: steps)
+    gold_feedback: bool = False  # gold rationales end with the all-correct feedback (a TriPosT student's base)
     seed: int = 0
+
+    def sft_config(self) -> SFTConfig:
+        return SFTConfig(
+            steps=self.steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            warmup_steps=self.warmup_steps,
+            min_lr_ratio=self.min_lr_ratio,
+            schedule_steps=self.schedule_steps,
+            gold_feedback=self.gold_feedback,
+            eval_every=0,
+            eval_n=8,
+            seed=self.seed,
+        )
 
 
 def base_model(plan: BasePlan, cache: Path = CACHE, say: Say = print) -> tuple[Path, dict[str, Any]]:
-    """Train the SFT-on-gold base, or reuse the one an earlier run made by the same plan; its
-    directory and its training figures."""
-    tag = hashlib.sha256(plan.task.encode()).hexdigest()[:8]  # task options make different bases
+    """Train stage A, or reuse the one an earlier run made by the same plan; its directory and its
+    training figures."""
+    tag = hashlib.sha256(json.dumps(asdict(plan), sort_keys=True).encode()).hexdigest()[:8]
     directory = cache / f"{get_task(plan.task).name}-{tag}-{plan.steps}x{plan.batch_size}-seed{plan.seed}"
     stamp = directory / STAMP
     if stamp.exists() and json.loads(stamp.read_text())["plan"] == asdict(plan):
@@ -45,7 +69,7 @@ def base_model(plan: BasePlan, cache: Path = CACHE, say: Say = print) -> tuple[P
         return directory, json.loads(stamp.read_text())
     task = get_task(plan.task)
     host = ModelHost.build(task, SHAPE, resolve_placement("auto", "auto"), seed=plan.seed)
-    config = SFTConfig(steps=plan.steps, batch_size=plan.batch_size, lr=plan.lr, eval_every=0, eval_n=8, seed=plan.seed)
+    optimizer = host.make_optimizer(plan.lr)
     started = time.monotonic()
 
     def progress(step: int, loss: float) -> None:
@@ -53,14 +77,17 @@ def base_model(plan: BasePlan, cache: Path = CACHE, say: Say = print) -> tuple[P
             say(f"  base SFT step {step}/{plan.steps}, loss {loss:.3f}, {time.monotonic() - started:.0f} s")
 
     size = f"{host.parameter_count / 1e6:.2f}M parameters"
-    say(f"SFT on gold rationales: {plan.steps} steps of {plan.batch_size}, {size}")
-    report = train_sft(host, task, config, on_step=progress)
+    of = f" of a {plan.schedule_steps}-step schedule" if plan.schedule_steps else ""
+    say(f"SFT on gold rationales: {plan.steps} steps of {plan.batch_size}{of}, {size}")
+    report = train_sft(host, task, plan.sft_config(), on_step=progress, optimizer=optimizer)
     host.save(directory)
+    save_model_optimizer(directory, optimizer)
     figures = {
         "plan": asdict(plan),
         "parameters": host.parameter_count,
         "seconds": report.seconds,
         "final_loss": report.last_loss,
+        "last_lr": optimizer.param_groups[0]["lr"],
         "accuracy": report.final_accuracy,
     }
     stamp.write_text(json.dumps(figures, indent=2) + "\n")

@@ -1,24 +1,29 @@
-"""E2, YODA-mini: does progressive, interactive learning beat the same data without it?
+"""E2, YODA-mini: does progressive, interactive learning beat the same questions without it?
 
-Every arm starts from the same student: a tiny char-level Llama after SFT on gold rationales of
-small arithmetic (bench/sft_base.py, bench/arith_common.py). Then, through real nodes over gRPC
-(`agora simulate`: a teacher node serving `Pose` and `Critique`, and student nodes), for the same number of
-updates, each on one basic question's data (5 examples for YODA and gold-only, 1 for basic-only):
+Every arm starts from E1's stage A (bench/arith_common.py, cached) and continues its
+learning-rate schedule and optimizer for the same number of updates of the same batch size,
+through real nodes over mTLS (`agora simulate`: a teacher node serving `Pose` and `Critique`
+with the task's generator and scripted verifier, and one student node per arm and seed). The
+student's own data is 300 basic questions (`train_pool=300`, the first 300 of stage A's pool);
+the teacher poses 2 generalized variants and 1 harder question (one operand more) from each:
 
-* **YODA**: for each basic question the teacher poses 2 generalized variants and 2 levels of
-  harder questions; the student answers each, gets a critique and refines, up to 2 rounds; all of
-  it is trained on in curriculum order (basic, generalized, harder);
-* **basic-only**: the same interaction on basic questions alone;
-* **gold-only**: the same basic and posed questions with their gold answers, no interaction.
+* **(a) basic**: SFT on the gold rationales of the 300 basic questions (student.algorithm sft);
+* **(b) gold-expanded**: SFT on the gold rationales of the basic and posed questions, in
+  curriculum order (`yoda_control: gold_only`);
+* **(c) YODA**: the student answers every basic and posed question, the teacher critiques, the
+  student refines up to 2 rounds, and the whole collection is trained basic, then generalized,
+  then harder; its wrong answers are context (weight 0), the feedback and verified answers targets;
+* **(d) YODA shuffled**: the same records in shuffled order (`yoda_order: shuffled`).
 
-Every arm continues at learning rate 3e-5 with batch 8: a fresh AdamW at 1e-3 on the converged
-base took it from 70% to 20% seen accuracy in 50 gold updates (1e-4: 59%; 3e-5: 67%), whatever
-the data. Every final model is graded the same way on held-out basic problems (2-3 operands, the seen
-split) and the harder set (4 operands, the unseen split). The paper (Lu et al. 2024): +17.01
-points on GSM8K and +9.98 on MATH over SFT. Goal here: YODA beats both controls on the harder set.
+(b) - (a) is what the expanded data adds, (c) - (b) what the interactive procedure adds and
+(c) - (d) what the curriculum adds. Every final model is graded greedily on held-out basic
+problems (2-3 operands, the seen split) and harder ones (4 operands, the unseen split), with 95%
+bootstrap intervals over seeds and problems. The paper (Lu et al. 2024): +17.01 points on GSM8K
+and +9.98 on MATH over SFT.
 
-    python -m bench.yoda_mini            # full: about 27 minutes on 2 cores with the SFT base cached
-    python -m bench.yoda_mini --quick    # about 3 minutes
+    python -m bench.yoda_mini                # full: 3 seeds, 1000 basic + 500 harder test problems
+    python -m bench.yoda_mini --quick        # about 3 minutes
+    python -m bench.yoda_mini --validation   # graded on the validation problems (for tuning)
 """
 
 from __future__ import annotations
@@ -26,116 +31,205 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.arith_common import TASK, grade, held_out, mean_runs, pct
-from bench.common import markdown_table, run_learning_benchmark
-from bench.sft_base import BasePlan, base_model
+from bench.arith_common import (
+    POOL,
+    QUICK_STAGES,
+    STAGES,
+    TASK,
+    Stages,
+    figures,
+    final_model,
+    gain,
+    grade,
+    held_out,
+    pct_ci,
+)
+from bench.common import Half, markdown_table, run_learning_benchmark
+from bench.goals import Goal, goals_json
+from bench.sft_base import base_model
+from bench.stats import excludes_zero
 from node.sim.config import SimConfig, SimNode
 from node.sim.run import Simulation
-from student import checkpoints
 
 PAPER = "+17.01 points GSM8K, +9.98 MATH over SFT (Lu et al. 2024)"
-FULL = {"base_steps": 2400, "seeds": 1, "steps": 120, "batch_size": 8, "lr": 3e-5, "grade_n": 200}
-QUICK = {"base_steps": 150, "seeds": 1, "steps": 6, "batch_size": 8, "lr": 3e-5, "grade_n": 24}
-ARMS = {"yoda": "none", "basic_only": "basic_only", "gold_only": "gold_only"}
-NAMES = {"yoda": "YODA", "basic_only": "basic-only (interaction, no posed questions)", "gold_only": "gold-only"}
+ARMS = ("basic", "gold_expanded", "yoda", "yoda_shuffled")
+NAMES = {
+    "basic": "(a) SFT on the basic questions",
+    "gold_expanded": "(b) gold answers of the expanded set",
+    "yoda": "(c) YODA, curriculum order",
+    "yoda_shuffled": "(d) YODA, shuffled",
+}
+GENERALIZED, HARDER_LEVELS = 2, 1
 
 
-def network(plan: dict[str, int | float], base: Path) -> SimConfig:
-    students = [
-        SimNode(
-            name=f"{arm.replace('_', '-')}-{seed}",
-            role="student",
-            settings={
-                "model": {"source": str(base)},
-                "student": {
-                    "seed": seed,
-                    "batch_size": plan["batch_size"],
-                    "lr": plan["lr"],
-                    "yoda_control": control,
-                },
-            },
-        )
-        for seed in range(1, int(plan["seeds"]) + 1)
-        for arm, control in ARMS.items()
-    ]
-    return SimConfig(
-        task=TASK,
+@dataclass(frozen=True)
+class Plan:
+    stages: Stages
+    batch_size: int  # stage B's batch, in every arm
+    basics: int  # the student's basic questions (its training pool)
+    epochs: float  # passes over the expanded collection in stage B's updates
+    seeds: int
+    seen: int  # graded problems per split
+    unseen: int
+
+    @property
+    def task(self) -> str:
+        return TASK.replace(f"train_pool={POOL}", f"train_pool={self.basics}")
+
+
+FULL = Plan(STAGES, 16, 300, 2.0, 3, 1000, 500)
+QUICK = Plan(QUICK_STAGES, 8, 8, 2.0, 1, 48, 24)
+
+
+def _student(arm: str, seed: int, base: Path, plan: Plan) -> SimNode:
+    student = plan.stages.continued(seed, plan.batch_size)
+    if arm == "basic":
+        student["algorithm"] = "sft"
+    else:
+        student |= {
+            "yoda_questions": plan.basics,
+            "yoda_generalized": GENERALIZED,
+            "yoda_harder_levels": HARDER_LEVELS,
+            "yoda_rounds": 2,
+            "yoda_epochs": plan.epochs,
+            "yoda_control": "gold_only" if arm == "gold_expanded" else "none",
+            "yoda_order": "shuffled" if arm == "yoda_shuffled" else "curriculum",
+        }
+    name = f"{arm.replace('_', '-')}-{seed}"
+    return SimNode(name=name, role="student", settings={"model": {"source": str(base)}, "student": student})
+
+
+def run(quick: bool, out: Path, half: Half = "test") -> dict[str, Any]:
+    plan = QUICK if quick else FULL
+    command = f"python -m bench.yoda_mini{' --quick' if quick else ''}{' --validation' if half != 'test' else ''}"
+    started = time.monotonic()
+    base, base_figures = base_model(plan.stages.base())
+    stage_a_s = time.monotonic() - started  # about 0 when the cached stage A is reused
+    seeds = range(1, plan.seeds + 1)
+    teacher = SimNode(
+        name="teacher", role="teacher", settings={"security": {"rate_limit_per_s": 1000.0, "rate_limit_burst": 1000}}
+    )
+    students = [_student(arm, seed, base, plan) for seed in seeds for arm in ARMS]
+    config = SimConfig(
+        task=plan.task,
         algorithm="yoda",
-        nodes=[SimNode(name="teacher", role="teacher"), *students],
-        steps=int(plan["steps"]),
-        eval_every=int(plan["steps"]),
-        eval_n=8,  # the students' own evaluations are a progress signal; grading is below
+        nodes=[teacher, *students],
+        steps=plan.stages.stage_b,
+        eval_every=plan.stages.stage_b,
+        eval_n=8,
         teacher_model=base,
-        audit_candidates=20,
+        audit_candidates=10,
         audit_runs=1,
     )
+    simulated = Simulation(config, out, command).run()
+    nodes = {n["name"]: n for n in json.loads(simulated.metrics.read_text())["nodes"]}
+    learning_s = time.monotonic() - started - stage_a_s
 
-
-def run(quick: bool, out: Path) -> dict[str, Any]:
-    plan = QUICK if quick else FULL
-    started = time.monotonic()
-    base, base_figures = base_model(BasePlan(TASK, steps=int(plan["base_steps"])))
-    config = network(plan, base)
-    files = Simulation(config, out / "yoda", f"python -m bench.yoda_mini{' --quick' if quick else ''}").run()
-    nodes = {n["name"]: n for n in json.loads(files.metrics.read_text())["nodes"]}
-    tests = held_out(int(plan["grade_n"]))
-    graded: dict[str, Any] = {"base": grade(base, tests, chains=True)}
-    for node in config.node_list():
-        if node.role != "student":
-            continue
-        latest = checkpoints.latest(out / "yoda" / "nodes" / node.name / "student")
-        if latest is None:
-            raise RuntimeError(f"student {node.name} left no checkpoint")
-        record = nodes[node.name]
-        graded[node.name] = {
-            **grade(latest.model_dir, tests, chains=True),
-            "steps": record["steps_done"],
-            "lessons_received": record["lessons_received"],
-        }
-    by_arm = {
-        arm: mean_runs([v for k, v in graded.items() if k.startswith(arm.replace("_", "-") + "-")]) for arm in ARMS
+    problems = held_out({"seen": plan.seen, "unseen": plan.unseen}, half)
+    graded: dict[str, Any] = {"base": {k: v.to_json() for k, v in grade(base, problems, chains=True).items()}}
+    for student in students:
+        outcome = grade(final_model(out, student.name), problems, chains=True)
+        graded[student.name] = {k: v.to_json() for k, v in outcome.items()}
+        graded[student.name]["steps"] = nodes[student.name]["steps_done"]
+        graded[student.name]["lessons_received"] = sum(nodes[student.name]["lessons_received"].values())
+    runs = {arm: [graded[f"{arm.replace('_', '-')}-{seed}"] for seed in seeds] for arm in ARMS}
+    by_arm = {arm: {split: figures(runs[arm], split) for split in problems} for arm in ARMS}
+    by_arm["base"] = {split: figures([graded["base"]], split) for split in problems}
+    contrasts = {
+        "yoda_minus_basic": ("yoda", "basic"),
+        "data_expansion": ("gold_expanded", "basic"),
+        "procedure": ("yoda", "gold_expanded"),
+        "curriculum": ("yoda", "yoda_shuffled"),
     }
-    harder = {arm: figures["unseen"]["accuracy"] for arm, figures in by_arm.items()}
-    return {
+    points = {
+        name: {split: dict(zip(("value", "ci95"), gain(runs[a], runs[b], split), strict=True)) for split in problems}
+        for name, (a, b) in contrasts.items()
+    }
+    result: dict[str, Any] = {
         "quick": quick,
-        "plan": plan,
-        "task": TASK,
+        "half": half,
+        "plan": asdict(plan) | {"task": plan.task},
         "base": base_figures,
-        "graded": graded,
         "by_arm": by_arm,
-        "yoda_minus_basic_only_harder_points": 100 * (harder["yoda"] - harder["basic_only"]),
-        "yoda_minus_gold_only_harder_points": 100 * (harder["yoda"] - harder["gold_only"]),
-        "goal_met": harder["yoda"] > max(harder["basic_only"], harder["gold_only"]),
+        "points": points,
+        "graded": graded,
+        "learning_s": learning_s,
+        "stage_a_s": stage_a_s,
         "wall_s": time.monotonic() - started,
     }
+    result["goals"] = goals_json(goals(result))
+    return result
+
+
+def goals(result: dict[str, Any]) -> list[Goal]:
+    versus_basic = result["points"]["yoda_minus_basic"]["unseen"]
+    versus_gold = result["points"]["procedure"]["unseen"]
+    curriculum = result["points"]["curriculum"]["unseen"]
+    warm = (result["wall_s"] - result["stage_a_s"]) / 60
+    limit = 3 if result["quick"] else 20
+    return [
+        Goal(
+            "yoda_vs_basic_harder",
+            versus_basic["value"],
+            "> 0 points and the 95% CI excludes 0",
+            versus_basic["value"] > 0 and excludes_zero(tuple(versus_basic["ci95"])),
+            tuple(versus_basic["ci95"]),
+        ),
+        Goal(
+            "yoda_vs_gold_harder",
+            versus_gold["value"],
+            ">= -1 point",
+            versus_gold["value"] >= -1,
+            tuple(versus_gold["ci95"]),
+        ),
+        Goal("yoda_curriculum", curriculum["value"], "recorded (no target)", True, tuple(curriculum["ci95"])),
+        Goal("minutes_with_stage_a_cached", warm, f"<= {limit}", warm <= limit),
+    ]
 
 
 def table(result: dict[str, Any]) -> str:
-    header = ["arm", "updates", "basic (seen)", "harder (unseen)", "first attempt (basic / harder)"]
-    base = result["graded"]["base"]
-    rows: list[list[object]] = [
-        ["SFT base (start of every arm)", 0, pct(base["seen"]["accuracy"]), pct(base["unseen"]["accuracy"]), "-"]
-    ]
-    for arm, figures in result["by_arm"].items():
-        seen, unseen = figures["seen"], figures["unseen"]
-        first = f"{pct(seen['first_attempt'])} / {pct(unseen['first_attempt'])}"
-        rows.append([NAMES[arm], f"{figures['steps']:.0f}", pct(seen["accuracy"]), pct(unseen["accuracy"]), first])
-    verdict = (
-        f"On the harder set YODA - basic-only = {result['yoda_minus_basic_only_harder_points']:+.1f} points and "
-        f"YODA - gold-only = {result['yoda_minus_gold_only_harder_points']:+.1f} points (goal: beat both: "
-        f"{'met' if result['goal_met'] else 'missed'}; paper: {PAPER}). {result['plan']['seeds']} seed(s), "
-        f"{result['plan']['grade_n']} problems per split; base: {result['base']['plan']['steps']} SFT steps of 32; "
-        f"wall {result['wall_s'] / 60:.1f} min."
+    header = ["arm", "basic (seen)", "harder (unseen)", "first attempt (harder)"]
+    rows = [["stage A (start of every arm)", *_cells(result["by_arm"]["base"])]]
+    rows += [[NAMES[arm], *_cells(result["by_arm"][arm])] for arm in ARMS]
+    lines = []
+    for name, label in (
+        ("data_expansion", "(b) - (a), data expansion"),
+        ("procedure", "(c) - (b), procedure"),
+        ("curriculum", "(c) - (d), curriculum"),
+        ("yoda_minus_basic", "(c) - (a)"),
+    ):
+        basic, harder = result["points"][name]["seen"], result["points"][name]["unseen"]
+        lines.append(f"- {label}: basic {_points(basic)}, harder {_points(harder)} points")
+    for goal in result["goals"]:
+        ci = "" if goal["ci95"] is None else f" [{goal['ci95'][0]:.3g}, {goal['ci95'][1]:.3g}]"
+        verdict = "met" if goal["met"] else "missed"
+        lines.append(f"- goal {goal['name']}: {goal['value']:.3g}{ci} (target {goal['target']}): {verdict}")
+    plan = result["plan"]
+    note = (
+        f"Percent with 95% bootstrap intervals over {plan['seeds']} seed(s) and {plan['seen']} basic / "
+        f"{plan['unseen']} harder {result['half']} problems; {plan['stages']['stage_b']} updates of "
+        f"{plan['batch_size']} in every arm after stage A's {plan['stages']['stage_a']}. The paper: {PAPER}. "
+        f"Wall {result['wall_s'] / 60:.1f} min (learning {result['learning_s'] / 60:.1f})."
     )
-    return markdown_table(header, rows) + "\n\n" + verdict
+    return markdown_table(header, rows) + "\n\n" + "\n".join(lines) + "\n\n" + note
+
+
+def _cells(arm: dict[str, Any]) -> list[str]:
+    return [pct_ci(arm["seen"]["accuracy"]), pct_ci(arm["unseen"]["accuracy"]), pct_ci(arm["unseen"]["first_attempt"])]
+
+
+def _points(figure: dict[str, Any]) -> str:
+    low, high = figure["ci95"]
+    return f"{figure['value']:+.1f} [{low:+.1f}, {high:+.1f}]"
 
 
 def main(argv: list[str] | None = None) -> int:
     return run_learning_benchmark(
-        "yoda_mini", __doc__ or "", "a short base, 6 updates per arm (about 3 minutes)", run, table, argv
+        "yoda_mini", __doc__ or "", "a short stage A and B, 1 seed (about 3 minutes)", run, table, argv, True
     )
 
 

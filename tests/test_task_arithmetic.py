@@ -341,3 +341,14 @@ def test_a_training_pool_bounds_the_training_questions_of_any_task(name: str) ->
         pooled.generate("train", 41)
     unbounded = {e.question for seed in range(30) for e in get_task(name).generate("train", 8, seed)}
     assert len(unbounded) > 40
+
+
+def test_a_small_training_pool_still_gives_a_tokenizer_corpus_and_clips_what_it_cannot_hold() -> None:
+    pooled = get_task("arithmetic:train_pool=8")
+    assert pooled.at_most("train", 200) == 8
+    assert pooled.at_most("seen", 200) == 200  # held-out splits have no pool
+    assert get_task("arithmetic").at_most("train", 200) == 200
+    texts = pooled.corpus(seed=0, n_per_split=40)  # a teacher node builds its public texts so
+    pool = {pooled.prompt(e.question) + e.rationale for e in pooled.generate("train", 8, seed=0)}
+    assert pool <= set(texts)
+    assert len(texts) == 8 + 40 + 40  # train (clipped to the pool), seen, unseen

@@ -137,7 +137,8 @@ def prepare_teacher(config: SimConfig, out: Path, say: Say) -> tuple[TeacherAsse
     else:
         private = secrets / f"{config.task.replace(':', '_').replace('/', '_')}.jsonl"
         task = get_task(config.task)
-        rows = [{"input": e.question, "output": e.rationale} for e in task.generate("train", PRIVATE_RECORDS, 7)]
+        records = task.generate("train", task.at_most("train", PRIVATE_RECORDS), 7)
+        rows = [{"input": e.question, "output": e.rationale} for e in records]
         rows.append({"input": canary.context.strip(), "output": config.canary_text()})
         private.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
         if config.teacher_model is not None:

@@ -121,6 +121,10 @@ class Task(ABC):
             raise TaskError(f"{n} training examples were asked for, but the training pool holds {len(self._pool)}.")
         return random.Random(f"{self.name}:pool:{seed}").sample(self._pool, n)
 
+    def at_most(self, split: Split, n: int) -> int:
+        """n, or fewer where a split has fewer distinct examples (a finite training pool)."""
+        return min(n, self.train_pool) if split == "train" and self.train_pool is not None else n
+
     @abstractmethod
     def draw(self, split: Split, n: int, seed: int = 0) -> list[Example]:
         """The task's own generator: n distinct examples of a split, the same for the same arguments."""
@@ -165,5 +169,5 @@ class Task(ABC):
         return [
             self.prompt(example.question) + example.rationale
             for split in SPLITS
-            for example in self.generate(split, n_per_split, seed)
+            for example in self.generate(split, self.at_most(split, n_per_split), seed)
         ]
