@@ -14,9 +14,10 @@ import pytest
 from bench.common import write_results
 from bench.goals import RESULTS, Goal, goals_json, problems
 
-# Being redone elsewhere; their goals arrive with their next full runs.
-PENDING = {"tripost_mini.json", "yoda_mini.json"}
-MODULES = ("serving", "network", "dp_sgd", "lesson_rpc", "tnd_mini", "social_mini")
+# yoda_mini.json is the run of E2's previous design (its goals written from its own fields);
+# the redesigned module's goals() reads fields that run does not have.
+PENDING: set[str] = set()
+MODULES = ("serving", "network", "dp_sgd", "lesson_rpc", "tnd_mini", "social_mini", "tripost_mini")
 COMPLETE = {"name": "x", "value": 1.0, "target": ">= 1", "met": True, "ci95": None}
 
 
