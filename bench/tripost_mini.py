@@ -30,20 +30,18 @@ problems (bench/stats.py). The paper (Yu et al. 2023): up to +7.13 points for LL
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.arith_common import QUICK_STAGES, STAGES, TASK, Stages, figures, final_model, gain, grade, held_out, pct_ci
+from bench.arith_arms import at_least, command, goal_lines, grade_arms, positive_gain, simulate, warm_minutes
+from bench.arith_common import QUICK_STAGES, STAGES, TASK, Stages, figures, gain, held_out, pct_ci
 from bench.common import Half, markdown_table, run_learning_benchmark
 from bench.goals import Goal, goals_json
 from bench.sft_base import base_model
-from bench.stats import excludes_zero
-from node.sim.config import SimConfig, SimNode
-from node.sim.run import Simulation
+from node.sim.config import SimNode
 from student import checkpoints
 
 PAPER_GAIN = 7.13  # points over SFT on rationales, LLaMA-7B (Yu et al. 2023, headline)
@@ -94,36 +92,17 @@ def _collected(out: Path, names: list[str]) -> dict[str, Any]:
 
 def run(quick: bool, out: Path, half: Half = "test") -> dict[str, Any]:
     plan = QUICK if quick else FULL
-    command = f"python -m bench.tripost_mini{' --quick' if quick else ''}{' --validation' if half != 'test' else ''}"
     started = time.monotonic()
     base, base_figures = base_model(plan.stages.base())
     stage_a_s = time.monotonic() - started  # about 0 when the cached stage A is reused
     seeds = range(1, plan.seeds + 1)
-    critic = SimNode(
-        name="critic", role="teacher", settings={"security": {"rate_limit_per_s": 1000.0, "rate_limit_burst": 1000}}
-    )
     students = [_student(arm, seed, base, plan) for seed in seeds for arm in ARMS]
-    config = SimConfig(
-        task=TASK,
-        algorithm="tripost",
-        nodes=[critic, *students],
-        steps=plan.stages.stage_b,
-        eval_every=plan.stages.stage_b,
-        eval_n=8,
-        teacher_model=base,
-        audit_candidates=10,
-        audit_runs=1,
-    )
-    simulated = Simulation(config, out, command).run()
-    nodes = {n["name"]: n for n in json.loads(simulated.metrics.read_text())["nodes"]}
-    learning_s = time.monotonic() - started
+    cli = command("tripost_mini", quick, half)
+    nodes = simulate(TASK, "tripost", "critic", students, plan.stages.stage_b, base, out, cli)
+    learning_s = time.monotonic() - started - stage_a_s
 
     problems = held_out({"seen": plan.seen, "unseen": plan.unseen}, half)
-    graded: dict[str, Any] = {"base": {k: v.to_json() for k, v in grade(base, problems, chains=True).items()}}
-    for student in students:
-        outcome = grade(final_model(out, student.name), problems, chains=True)
-        graded[student.name] = {k: v.to_json() for k, v in outcome.items()}
-        graded[student.name]["steps"] = nodes[student.name]["steps_done"]
+    graded = grade_arms(base, students, nodes, out, problems)
     runs = {arm: [graded[f"{arm}-{seed}"] for seed in seeds] for arm in ARMS}
     by_arm = {arm: {split: figures(runs[arm], split) for split in problems} for arm in ARMS}
     by_arm["base"] = {split: figures([graded["base"]], split) for split in problems}
@@ -152,31 +131,11 @@ def run(quick: bool, out: Path, half: Half = "test") -> dict[str, Any]:
 def goals(result: dict[str, Any]) -> list[Goal]:
     seen, unseen = (result["tripost_minus_control_points"][s] for s in ("seen", "unseen"))
     fixes = result["by_arm"]["tripost"]["seen"]["self_correction_rate"]
-    warm = (result["wall_s"] - result["stage_a_s"]) / 60  # what a rerun with stage A cached takes
-    limit = 3 if result["quick"] else 20
     return [
-        Goal(
-            "tripost_vs_sft_seen",
-            seen["value"],
-            "> 0 points and the 95% CI excludes 0",
-            seen["value"] > 0 and excludes_zero(tuple(seen["ci95"])),
-            tuple(seen["ci95"]),
-        ),
-        Goal(
-            "self_correction_rate",
-            fixes["value"],
-            ">= 0.05 of wrong first attempts (seen)",
-            fixes["value"] >= 0.05,
-            tuple(fixes["ci95"]),
-        ),
-        Goal(
-            "tripost_vs_sft_unseen",
-            unseen["value"],
-            ">= +7 points (stretch)",
-            unseen["value"] >= 7,
-            tuple(unseen["ci95"]),
-        ),
-        Goal("minutes_with_stage_a_cached", warm, f"<= {limit}", warm <= limit),
+        positive_gain("tripost_vs_sft_seen", seen),
+        at_least("self_correction_rate", fixes, 0.05, ">= 0.05 of wrong first attempts (seen)"),
+        at_least("tripost_vs_sft_unseen", unseen, 7, ">= +7 points (stretch)"),
+        warm_minutes(result),
         Goal("stage_a_minutes", result["base"]["seconds"] / 60, "<= 6", result["base"]["seconds"] <= 360),
     ]
 
@@ -198,12 +157,7 @@ def table(result: dict[str, Any]) -> str:
                 pct_ci(seen["feedback_accuracy"]),
             ]
         )
-    lines = []
-    for goal in result["goals"]:
-        ci = "" if goal["ci95"] is None else f" [{goal['ci95'][0]:.3g}, {goal['ci95'][1]:.3g}]"
-        lines.append(
-            f"- {goal['name']}: {goal['value']:.3g}{ci} (target {goal['target']}): {'met' if goal['met'] else 'missed'}"
-        )
+    lines = goal_lines(result["goals"])
     plan = result["plan"]
     note = (
         f"Percent with 95% bootstrap intervals over {plan['seeds']} seed(s) and {plan['seen']} seen / {plan['unseen']} "

@@ -28,32 +28,18 @@ and +9.98 on MATH over SFT.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.arith_common import (
-    POOL,
-    QUICK_STAGES,
-    STAGES,
-    TASK,
-    Stages,
-    figures,
-    final_model,
-    gain,
-    grade,
-    held_out,
-    pct_ci,
-)
+from bench.arith_arms import at_least, command, goal_lines, grade_arms, positive_gain, simulate, warm_minutes
+from bench.arith_common import POOL, QUICK_STAGES, STAGES, TASK, Stages, figures, gain, held_out, pct_ci
 from bench.common import Half, markdown_table, run_learning_benchmark
 from bench.goals import Goal, goals_json
 from bench.sft_base import base_model
-from bench.stats import excludes_zero
-from node.sim.config import SimConfig, SimNode
-from node.sim.run import Simulation
+from node.sim.config import SimNode
 
 PAPER = "+17.01 points GSM8K, +9.98 MATH over SFT (Lu et al. 2024)"
 ARMS = ("basic", "gold_expanded", "yoda", "yoda_shuffled")
@@ -105,37 +91,17 @@ def _student(arm: str, seed: int, base: Path, plan: Plan) -> SimNode:
 
 def run(quick: bool, out: Path, half: Half = "test") -> dict[str, Any]:
     plan = QUICK if quick else FULL
-    command = f"python -m bench.yoda_mini{' --quick' if quick else ''}{' --validation' if half != 'test' else ''}"
     started = time.monotonic()
     base, base_figures = base_model(plan.stages.base())
     stage_a_s = time.monotonic() - started  # about 0 when the cached stage A is reused
     seeds = range(1, plan.seeds + 1)
-    teacher = SimNode(
-        name="teacher", role="teacher", settings={"security": {"rate_limit_per_s": 1000.0, "rate_limit_burst": 1000}}
-    )
     students = [_student(arm, seed, base, plan) for seed in seeds for arm in ARMS]
-    config = SimConfig(
-        task=plan.task,
-        algorithm="yoda",
-        nodes=[teacher, *students],
-        steps=plan.stages.stage_b,
-        eval_every=plan.stages.stage_b,
-        eval_n=8,
-        teacher_model=base,
-        audit_candidates=10,
-        audit_runs=1,
-    )
-    simulated = Simulation(config, out, command).run()
-    nodes = {n["name"]: n for n in json.loads(simulated.metrics.read_text())["nodes"]}
+    cli = command("yoda_mini", quick, half)
+    nodes = simulate(plan.task, "yoda", "teacher", students, plan.stages.stage_b, base, out, cli)
     learning_s = time.monotonic() - started - stage_a_s
 
     problems = held_out({"seen": plan.seen, "unseen": plan.unseen}, half)
-    graded: dict[str, Any] = {"base": {k: v.to_json() for k, v in grade(base, problems, chains=True).items()}}
-    for student in students:
-        outcome = grade(final_model(out, student.name), problems, chains=True)
-        graded[student.name] = {k: v.to_json() for k, v in outcome.items()}
-        graded[student.name]["steps"] = nodes[student.name]["steps_done"]
-        graded[student.name]["lessons_received"] = sum(nodes[student.name]["lessons_received"].values())
+    graded = grade_arms(base, students, nodes, out, problems)
     runs = {arm: [graded[f"{arm.replace('_', '-')}-{seed}"] for seed in seeds] for arm in ARMS}
     by_arm = {arm: {split: figures(runs[arm], split) for split in problems} for arm in ARMS}
     by_arm["base"] = {split: figures([graded["base"]], split) for split in problems}
@@ -166,28 +132,12 @@ def run(quick: bool, out: Path, half: Half = "test") -> dict[str, Any]:
 
 
 def goals(result: dict[str, Any]) -> list[Goal]:
-    versus_basic = result["points"]["yoda_minus_basic"]["unseen"]
-    versus_gold = result["points"]["procedure"]["unseen"]
     curriculum = result["points"]["curriculum"]["unseen"]
-    warm = (result["wall_s"] - result["stage_a_s"]) / 60
-    limit = 3 if result["quick"] else 20
     return [
-        Goal(
-            "yoda_vs_basic_harder",
-            versus_basic["value"],
-            "> 0 points and the 95% CI excludes 0",
-            versus_basic["value"] > 0 and excludes_zero(tuple(versus_basic["ci95"])),
-            tuple(versus_basic["ci95"]),
-        ),
-        Goal(
-            "yoda_vs_gold_harder",
-            versus_gold["value"],
-            ">= -1 point",
-            versus_gold["value"] >= -1,
-            tuple(versus_gold["ci95"]),
-        ),
+        positive_gain("yoda_vs_basic_harder", result["points"]["yoda_minus_basic"]["unseen"]),
+        at_least("yoda_vs_gold_harder", result["points"]["procedure"]["unseen"], -1, ">= -1 point"),
         Goal("yoda_curriculum", curriculum["value"], "recorded (no target)", True, tuple(curriculum["ci95"])),
-        Goal("minutes_with_stage_a_cached", warm, f"<= {limit}", warm <= limit),
+        warm_minutes(result),
     ]
 
 
@@ -204,10 +154,7 @@ def table(result: dict[str, Any]) -> str:
     ):
         basic, harder = result["points"][name]["seen"], result["points"][name]["unseen"]
         lines.append(f"- {label}: basic {_points(basic)}, harder {_points(harder)} points")
-    for goal in result["goals"]:
-        ci = "" if goal["ci95"] is None else f" [{goal['ci95'][0]:.3g}, {goal['ci95'][1]:.3g}]"
-        verdict = "met" if goal["met"] else "missed"
-        lines.append(f"- goal {goal['name']}: {goal['value']:.3g}{ci} (target {goal['target']}): {verdict}")
+    lines += goal_lines(result["goals"], "goal ")
     plan = result["plan"]
     note = (
         f"Percent with 95% bootstrap intervals over {plan['seeds']} seed(s) and {plan['seen']} basic / "
