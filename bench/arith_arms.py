@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.arith_common import final_model, grade
-from bench.common import Half
+from bench.common import Half, Tuning
 from bench.goals import Goal
 from bench.stats import excludes_zero
 from node.sim.config import SimConfig, SimNode
@@ -22,9 +23,29 @@ from node.tasks import Example, Split
 UNLIMITED = {"security": {"rate_limit_per_s": 1000.0, "rate_limit_burst": 1000}}
 
 
-def command(name: str, quick: bool, half: Half) -> str:
+def command(name: str, quick: bool, half: Half, tuning: Tuning) -> str:
     """The command line that reproduces a run, as its results record it."""
-    return f"python -m bench.{name}{' --quick' if quick else ''}{' --validation' if half != 'test' else ''}"
+    words = [f"python -m bench.{name}"] + ["--quick"] * quick + ["--validation"] * (half != "test")
+    words += [] if tuning.seeds is None else [f"--seeds {tuning.seeds}"]
+    words += [f"--student {key}={json.dumps(value)}" for key, value in tuning.student.items()]
+    return " ".join(words)
+
+
+P = TypeVar("P")
+
+
+def tuned(plan: P, tuning: Tuning) -> P:
+    """A benchmark's plan (a dataclass with `seeds`) with a tuning run's number of seeds."""
+    return plan if tuning.seeds is None else replace(plan, seeds=tuning.seeds)  # type: ignore[type-var]
+
+
+def tuned_student(student: SimNode, tuning: Tuning) -> SimNode:
+    """A student node with a tuning run's student.* settings over its arm's."""
+    if not tuning.student:
+        return student
+    settings = dict(student.settings)
+    settings["student"] = {**settings.get("student", {}), **tuning.student}
+    return student.model_copy(update={"settings": settings})
 
 
 def simulate(

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from bench.goals import problems
+from node.config import StudentSection
 from node.machine import machine
 
 RESULTS = Path(__file__).parent / "results"
@@ -40,34 +42,101 @@ def write_results(name: str, data: dict[str, Any], table: str, out_dir: Path = R
     return out_dir / f"{name}.json"
 
 
+@dataclass(frozen=True)
+class Tuning:
+    """What a tuning run changes from a benchmark's committed plan, on the validation problems only:
+    fewer seeds (cheaper comparisons) and student.* settings applied to every student."""
+
+    seeds: int | None = None
+    student: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seeds": self.seeds, "student": dict(self.student)}
+
+
+UNTUNED = Tuning()
+
+
+def _setting(text: str) -> tuple[str, Any]:
+    """KEY=VALUE of --student, the value read as JSON where it parses (0, 0.5, true, "x") and as text otherwise."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    if key not in StudentSection.model_fields:
+        raise argparse.ArgumentTypeError(f"{key!r} is not a student setting (see the README's student.* table)")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
+def _parser(name: str, doc: str, quick_help: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary directory)")
+    return parser
+
+
+def _finish(name: str, result: dict[str, Any], table: Callable[[dict[str, Any]], str]) -> int:
+    text = table(result)
+    write_results(name, result, text)
+    print(text)
+    return 0
+
+
 def run_learning_benchmark(
     name: str,
     doc: str,
     quick_help: str,
-    run: Callable[[bool, Path, Half], dict[str, Any]],
+    run: Callable[[bool, Path], dict[str, Any]],
     table: Callable[[dict[str, Any]], str],
     argv: list[str] | None = None,
-    validation: bool = False,
 ) -> int:
-    """The command line of a benchmark that learns through simulated nodes: --quick, --validation
-    (grade on the validation problems, to choose hyperparameters without reading the test ones),
-    --out (the runs are kept there; default a temporary directory), then NAME[-quick][-validation].json/.md."""
-    parser = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=doc.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help=quick_help)
-    if validation:  # the benchmarks whose hyperparameters are tuned have validation problems
-        parser.add_argument(
-            "--validation", action="store_true", help="grade on the validation problems, not the test ones (tuning)"
-        )
-    parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary directory)")
-    args = parser.parse_args(argv)
+    """The command line of a benchmark that learns through simulated nodes: --quick, --out (the
+    runs are kept there; default a temporary directory), then NAME[-quick].json/.md."""
+    args = _parser(name, doc, quick_help).parse_args(argv)
     with tempfile.TemporaryDirectory(prefix=f"agora-{name.replace('_', '-')}-") as scratch:
         out = (args.out or Path(scratch) / "run").resolve()
         out.mkdir(parents=True, exist_ok=True)
-        half: Half = "validation" if validation and args.validation else "test"
-        result = run(args.quick, out, half)
-    text = table(result)
-    write_results(
-        f"{name}{'-quick' if args.quick else ''}{'-validation' if half == 'validation' else ''}", result, text
+        result = run(args.quick, out)
+    return _finish(f"{name}{'-quick' if args.quick else ''}", result, table)
+
+
+def run_tuned_benchmark(
+    name: str,
+    doc: str,
+    quick_help: str,
+    run: Callable[[bool, Path, Half, Tuning], dict[str, Any]],
+    table: Callable[[dict[str, Any]], str],
+    argv: list[str] | None = None,
+) -> int:
+    """run_learning_benchmark for a benchmark whose hyperparameters are chosen on validation
+    problems: --validation grades on them, and only there may --seeds and --student KEY=VALUE change
+    the plan, so that the test problems are never read while tuning. Writes
+    NAME[-quick][-validation].json/.md."""
+    parser = _parser(name, doc, quick_help)
+    parser.add_argument(
+        "--validation", action="store_true", help="grade on the validation problems, not the test ones (tuning)"
     )
-    print(text)
-    return 0
+    parser.add_argument("--seeds", type=int, help="with --validation: this many seeds instead of the plan's")
+    parser.add_argument(
+        "--student",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --validation: a student.* setting for every student (repeatable), e.g. tripost_attempt_weight=0",
+    )
+    args = parser.parse_args(argv)
+    if not args.validation and (args.seeds is not None or args.student):
+        parser.error("--seeds and --student change the plan, which only a --validation run may do (tuning)")
+    if args.seeds is not None and args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    tuning = Tuning(args.seeds, dict(args.student))
+    half: Half = "validation" if args.validation else "test"
+    with tempfile.TemporaryDirectory(prefix=f"agora-{name.replace('_', '-')}-") as scratch:
+        out = (args.out or Path(scratch) / "run").resolve()
+        out.mkdir(parents=True, exist_ok=True)
+        result = run(args.quick, out, half, tuning) | {"tuning": tuning.to_json()}
+    suffix = f"{'-quick' if args.quick else ''}{'-validation' if args.validation else ''}"
+    return _finish(f"{name}{suffix}", result, table)

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import Half, markdown_table, run_learning_benchmark
+from bench.common import markdown_table, run_learning_benchmark
 from bench.goals import Goal, goals_json
 from bench.sft_base import BasePlan, base_model
 from node.llm.host import ModelHost
@@ -174,8 +174,7 @@ def teachers_asked(data_dir: Path) -> list[str]:
     return sorted(str(row[0]) for row in read_rows(data_dir, sql))
 
 
-def run(quick: bool, out: Path, half: Half = "test") -> dict[str, Any]:
-    """(`half` is always "test": this benchmark has no hyperparameters tuned on validation problems.)"""
+def run(quick: bool, out: Path) -> dict[str, Any]:
     began = time.monotonic()
     plan = QUICK if quick else FULL
     task = get_task(TASK)

@@ -25,7 +25,7 @@ from typing import Any
 
 from scipy import stats
 
-from bench.common import Half, markdown_table, run_learning_benchmark
+from bench.common import markdown_table, run_learning_benchmark
 from bench.goals import Goal, goals_json
 from node.sim.config import SimConfig, SimNode
 from node.sim.run import Simulation
@@ -87,8 +87,7 @@ def _figures(summary: ReportSummary) -> dict[str, Any]:
     return {key: value for key, value in vars(summary).items() if not key.endswith("_path")}
 
 
-def run(quick: bool, out: Path, half: Half = "test") -> dict[str, Any]:
-    """(`half` is always "test": this benchmark has no hyperparameters tuned on validation problems.)"""
+def run(quick: bool, out: Path) -> dict[str, Any]:
     plan = QUICK if quick else FULL
     config = network(plan)
     files = Simulation(config, out, f"python -m bench.tnd_mini{' --quick' if quick else ''}").run()

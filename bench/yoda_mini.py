@@ -34,9 +34,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.arith_arms import at_least, command, goal_lines, grade_arms, positive_gain, simulate, warm_minutes
+from bench.arith_arms import (
+    at_least,
+    command,
+    goal_lines,
+    grade_arms,
+    positive_gain,
+    simulate,
+    tuned,
+    tuned_student,
+    warm_minutes,
+)
 from bench.arith_common import POOL, QUICK_STAGES, STAGES, TASK, Stages, figures, gain, held_out, pct_ci
-from bench.common import Half, markdown_table, run_learning_benchmark
+from bench.common import UNTUNED, Half, Tuning, markdown_table, run_tuned_benchmark
 from bench.goals import Goal, goals_json
 from bench.sft_base import base_model
 from node.sim.config import SimNode
@@ -89,14 +99,14 @@ def _student(arm: str, seed: int, base: Path, plan: Plan) -> SimNode:
     return SimNode(name=name, role="student", settings={"model": {"source": str(base)}, "student": student})
 
 
-def run(quick: bool, out: Path, half: Half = "test") -> dict[str, Any]:
-    plan = QUICK if quick else FULL
+def run(quick: bool, out: Path, half: Half = "test", tuning: Tuning = UNTUNED) -> dict[str, Any]:
+    plan = tuned(QUICK if quick else FULL, tuning)
     started = time.monotonic()
     base, base_figures = base_model(plan.stages.base())
     stage_a_s = time.monotonic() - started  # about 0 when the cached stage A is reused
     seeds = range(1, plan.seeds + 1)
-    students = [_student(arm, seed, base, plan) for seed in seeds for arm in ARMS]
-    cli = command("yoda_mini", quick, half)
+    students = [tuned_student(_student(arm, seed, base, plan), tuning) for seed in seeds for arm in ARMS]
+    cli = command("yoda_mini", quick, half, tuning)
     nodes = simulate(plan.task, "yoda", "teacher", students, plan.stages.stage_b, base, out, cli)
     learning_s = time.monotonic() - started - stage_a_s
 
@@ -175,8 +185,8 @@ def _points(figure: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_learning_benchmark(
-        "yoda_mini", __doc__ or "", "a short stage A and B, 1 seed (about 3 minutes)", run, table, argv, True
+    return run_tuned_benchmark(
+        "yoda_mini", __doc__ or "", "a short stage A and B, 1 seed (about 3 minutes)", run, table, argv
     )
 
 
