@@ -81,12 +81,14 @@ def grade_arms(
     nodes: Mapping[str, Mapping[str, Any]],
     out: Path,
     problems: Mapping[Split, Sequence[Example]],
+    chains: bool,
 ) -> dict[str, Any]:
     """Stage A's and every student's final model on the same problems, with each student's steps
-    and lessons received."""
-    graded: dict[str, Any] = {"base": {k: v.to_json() for k, v in grade(base, problems, chains=True).items()}}
+    and lessons received. `chains`: room for attempt -> feedback -> updated answer (TriPosT's
+    inference), else for one answer and its feedback line."""
+    graded: dict[str, Any] = {"base": {k: v.to_json() for k, v in grade(base, problems, chains).items()}}
     for student in students:
-        outcome = grade(final_model(out, student.name), problems, chains=True)
+        outcome = grade(final_model(out, student.name), problems, chains)
         graded[student.name] = {k: v.to_json() for k, v in outcome.items()}
         graded[student.name]["steps"] = nodes[student.name]["steps_done"]
         graded[student.name]["lessons_received"] = sum(nodes[student.name]["lessons_received"].values())

@@ -112,7 +112,7 @@ def run(quick: bool, out: Path, half: Half = "test", tuning: Tuning = UNTUNED) -
     learning_s = time.monotonic() - started - stage_a_s
 
     problems = held_out({"seen": plan.seen, "unseen": plan.unseen}, half)
-    graded = grade_arms(base, students, nodes, out, problems)
+    graded = grade_arms(base, students, nodes, out, problems, chains=True)
     runs = {arm: [graded[f"{arm}-{seed}"] for seed in seeds] for arm in ARMS}
     by_arm = {arm: {split: figures(runs[arm], split) for split in problems} for arm in ARMS}
     by_arm["base"] = {split: figures([graded["base"]], split) for split in problems}
