@@ -63,7 +63,7 @@ prometheus:
 proto: setup
 	$(PY) -m node.protogen
 
-BENCHMARKS := serving network dp_sgd lesson_rpc tnd_mini tripost_mini yoda_mini social_mini
+BENCHMARKS := serving network dp_sgd lesson_rpc tnd_mini tripost_mini yoda_mini stage_b_loss social_mini
 
 bench: setup
 	@for name in $(BENCHMARKS); do $(PY) -m bench.$$name || exit 1; done

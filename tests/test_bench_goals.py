@@ -14,7 +14,17 @@ import pytest
 from bench.common import write_results
 from bench.goals import RESULTS, Goal, goals_json, problems
 
-MODULES = ("serving", "network", "dp_sgd", "lesson_rpc", "tnd_mini", "social_mini", "tripost_mini", "yoda_mini")
+MODULES = (
+    "serving",
+    "network",
+    "dp_sgd",
+    "lesson_rpc",
+    "tnd_mini",
+    "social_mini",
+    "tripost_mini",
+    "yoda_mini",
+    "stage_b_loss",
+)
 COMPLETE = {"name": "x", "value": 1.0, "target": ">= 1", "met": True, "ci95": None}
 
 
