@@ -4,8 +4,9 @@ Every arm starts from E1's stage A (bench/arith_common.py, cached) and continues
 learning-rate schedule and optimizer for the same number of updates of the same batch size,
 through real nodes over mTLS (`agora simulate`: a teacher node serving `Pose` and `Critique`
 with the task's generator and scripted verifier, and one student node per arm and seed). The
-student's own data is 300 basic questions (`train_pool=300`, the first 300 of stage A's pool);
-the teacher poses 2 generalized variants and 1 harder question (one operand more) from each:
+student's own data is 300 basic questions (`train_pool=300`, the first 300 of the task's
+16,000-question pool); the teacher poses 2 generalized variants and 1 harder question (one
+operand more) from each:
 
 * **(a) basic**: SFT on the gold rationales of the 300 basic questions (student.algorithm sft);
 * **(b) gold-expanded**: SFT on the gold rationales of the basic and posed questions, in
