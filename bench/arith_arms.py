@@ -28,6 +28,7 @@ def command(name: str, quick: bool, half: Half, tuning: Tuning) -> str:
     words = [f"python -m bench.{name}"] + ["--quick"] * quick + ["--validation"] * (half != "test")
     words += [] if tuning.seeds is None else [f"--seeds {tuning.seeds}"]
     words += [f"--student {key}={json.dumps(value)}" for key, value in tuning.student.items()]
+    words += [] if tuning.stage_a_improvement is None else [f"--stage-a-improvement {tuning.stage_a_improvement}"]
     return " ".join(words)
 
 
@@ -35,8 +36,13 @@ P = TypeVar("P")
 
 
 def tuned(plan: P, tuning: Tuning) -> P:
-    """A benchmark's plan (a dataclass with `seeds`) with a tuning run's number of seeds."""
-    return plan if tuning.seeds is None else replace(plan, seeds=tuning.seeds)  # type: ignore[type-var]
+    """A benchmark's plan (a dataclass with `seeds` and `stages`) with a tuning run's seeds and stage A."""
+    if tuning.seeds is not None:
+        plan = replace(plan, seeds=tuning.seeds)  # type: ignore[type-var]
+    if tuning.stage_a_improvement is not None:
+        stages = replace(plan.stages, improvement_share=tuning.stage_a_improvement)  # type: ignore[attr-defined]
+        plan = replace(plan, stages=stages)  # type: ignore[type-var]
+    return plan
 
 
 def tuned_student(student: SimNode, tuning: Tuning) -> SimNode:

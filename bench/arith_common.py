@@ -46,6 +46,7 @@ class Stages:
     batch_size: int  # stage A's batch
     lr: float = 3e-3  # the schedule's peak
     warmup: int = 50
+    improvement_share: float = 0.0  # stage A's improvement-format examples (bench/sft_base.py; 0: gold only)
 
     def base(self) -> BasePlan:
         return BasePlan(
@@ -56,6 +57,7 @@ class Stages:
             warmup_steps=self.warmup,
             schedule_steps=self.stage_a + self.stage_b,
             gold_feedback=True,
+            improvement_share=self.improvement_share,
         )
 
     def continued(self, seed: int, batch_size: int) -> dict[str, Any]:

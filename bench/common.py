@@ -45,13 +45,15 @@ def write_results(name: str, data: dict[str, Any], table: str, out_dir: Path = R
 @dataclass(frozen=True)
 class Tuning:
     """What a tuning run changes from a benchmark's committed plan, on the validation problems only:
-    fewer seeds (cheaper comparisons) and student.* settings applied to every student."""
+    fewer seeds (cheaper comparisons), student.* settings applied to every student, and a stage A
+    with a share of improvement-format examples."""
 
     seeds: int | None = None
     student: Mapping[str, Any] = field(default_factory=dict)
+    stage_a_improvement: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"seeds": self.seeds, "student": dict(self.student)}
+        return {"seeds": self.seeds, "student": dict(self.student), "stage_a_improvement": self.stage_a_improvement}
 
 
 UNTUNED = Tuning()
@@ -127,12 +129,24 @@ def run_tuned_benchmark(
         metavar="KEY=VALUE",
         help="with --validation: a student.* setting for every student (repeatable), e.g. tripost_attempt_weight=0",
     )
+    parser.add_argument(
+        "--stage-a-improvement",
+        type=float,
+        metavar="SHARE",
+        help="with --validation: stage A with improvement-format examples, this share of its gold pool",
+    )
     args = parser.parse_args(argv)
-    if not args.validation and (args.seeds is not None or args.student):
-        parser.error("--seeds and --student change the plan, which only a --validation run may do (tuning)")
+    changed = args.seeds is not None or args.student or args.stage_a_improvement is not None
+    if not args.validation and changed:
+        parser.error(
+            "--seeds, --student and --stage-a-improvement change the plan, "
+            "which only a --validation run may do (tuning)"
+        )
     if args.seeds is not None and args.seeds < 1:
         parser.error("--seeds must be at least 1")
-    tuning = Tuning(args.seeds, dict(args.student))
+    if args.stage_a_improvement is not None and not 0 <= args.stage_a_improvement <= 1:
+        parser.error("--stage-a-improvement must be a share between 0 and 1")
+    tuning = Tuning(args.seeds, dict(args.student), args.stage_a_improvement)
     half: Half = "validation" if args.validation else "test"
     with tempfile.TemporaryDirectory(prefix=f"agora-{name.replace('_', '-')}-") as scratch:
         out = (args.out or Path(scratch) / "run").resolve()

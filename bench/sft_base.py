@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,8 +20,12 @@ from typing import Any
 
 from node.llm import ModelHost, TinySpec, resolve_placement
 from node.llm.sft import SFTConfig, train_sft
-from node.tasks import get_task
+from node.llm.training import TrainingExample
+from node.tasks import Task, get_task
+from node.tasks.base import ALL_CORRECT
 from student.checkpoints import save_model_optimizer
+from student.learner import feedback_target
+from student.tripost import corrupt
 
 SHAPE = TinySpec(layers=2, dim=128, heads=4, max_positions=768)  # 0.4M parameters: fast enough to learn on 2 cores
 STAMP = "base.json"
@@ -42,6 +47,18 @@ class BasePlan:
     schedule_steps: int | None = None  # the whole schedule, when stage B continues it (None: steps)
     gold_feedback: bool = False  # gold rationales end with the all-correct feedback (a TriPosT student's base)
     seed: int = 0
+    # Improvement-format examples (a corrupted gold attempt as context, then the verifier's feedback
+    # and the corrected answer), as a share of the gold pool: a stage A that has seen what a critique
+    # looks like (0: gold only, the issue's stage A).
+    improvement_share: float = 0.0
+
+    def identity(self) -> dict[str, Any]:
+        """What names the cached model: the plan, without improvement_share at its default, so
+        that stage A caches made before the field existed stay valid."""
+        plan = asdict(self)
+        if not self.improvement_share:
+            del plan["improvement_share"]
+        return plan
 
     def sft_config(self) -> SFTConfig:
         return SFTConfig(
@@ -61,10 +78,10 @@ class BasePlan:
 def base_model(plan: BasePlan, cache: Path = CACHE, say: Say = print) -> tuple[Path, dict[str, Any]]:
     """Train stage A, or reuse the one an earlier run made by the same plan; its directory and its
     training figures."""
-    tag = hashlib.sha256(json.dumps(asdict(plan), sort_keys=True).encode()).hexdigest()[:8]
+    tag = hashlib.sha256(json.dumps(plan.identity(), sort_keys=True).encode()).hexdigest()[:8]
     directory = cache / f"{get_task(plan.task).name}-{tag}-{plan.steps}x{plan.batch_size}-seed{plan.seed}"
     stamp = directory / STAMP
-    if stamp.exists() and json.loads(stamp.read_text())["plan"] == asdict(plan):
+    if stamp.exists() and json.loads(stamp.read_text())["plan"] == plan.identity():
         say(f"reusing the SFT base in {directory}")
         return directory, json.loads(stamp.read_text())
     task = get_task(plan.task)
@@ -79,11 +96,15 @@ def base_model(plan: BasePlan, cache: Path = CACHE, say: Say = print) -> tuple[P
     size = f"{host.parameter_count / 1e6:.2f}M parameters"
     of = f" of a {plan.schedule_steps}-step schedule" if plan.schedule_steps else ""
     say(f"SFT on gold rationales: {plan.steps} steps of {plan.batch_size}{of}, {size}")
-    report = train_sft(host, task, plan.sft_config(), on_step=progress, optimizer=optimizer)
+    config = plan.sft_config()
+    extra = improvement_examples(task, round(plan.improvement_share * config.pool_size), plan.seed)
+    if extra:
+        say(f"  with {len(extra)} improvement-format examples shuffled in")
+    report = train_sft(host, task, config, on_step=progress, optimizer=optimizer, extra=extra)
     host.save(directory)
     save_model_optimizer(directory, optimizer)
     figures = {
-        "plan": asdict(plan),
+        "plan": plan.identity(),
         "parameters": host.parameter_count,
         "seconds": report.seconds,
         "final_loss": report.last_loss,
@@ -93,3 +114,22 @@ def base_model(plan: BasePlan, cache: Path = CACHE, say: Say = print) -> tuple[P
     stamp.write_text(json.dumps(figures, indent=2) + "\n")
     host.close()
     return directory, figures
+
+
+def improvement_examples(task: Task, n: int, seed: int) -> list[TrainingExample]:
+    """n TriPosT improvement examples from gold: a corrupted rationale (context, weight 0), the
+    task verifier's feedback on it and the corrected answer (weight 1), as E1's critic writes them."""
+    rng = random.Random(f"improvement:{seed}")
+    made: list[TrainingExample] = []
+    for example in task.generate("train", task.at_most("train", 2 * n), seed + 1) if n else []:
+        attempt = corrupt(example.rationale, rng)
+        verdict = task.verify(example, attempt)
+        if verdict.correct:
+            continue
+        rounds = [(verdict.feedback, task.improve(example, attempt, verdict))]
+        made.append(
+            TrainingExample(task.prompt(example.question), feedback_target(attempt, rounds, ALL_CORRECT, 1.0, 0.0))
+        )
+        if len(made) == n:
+            break
+    return made

@@ -109,11 +109,14 @@ def train_sft(
     on_step: Callable[[int, float], None] | None = None,
     on_eval: Callable[[dict[str, float]], None] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    extra: Sequence[TrainingExample] = (),
 ) -> SFTReport:
     """Fine-tune host's model on gold rationales; returns the loss and accuracy history. Pass an
-    optimizer to keep its state afterwards (a stage A whose schedule a stage B continues)."""
+    optimizer to keep its state afterwards (a stage A whose schedule a stage B continues), and
+    `extra` examples to shuffle into the gold pool (a benchmark's stage A with other formats)."""
     pool_size = min(config.pool_size, task.train_pool or config.pool_size)
     pool = [sft_example(task, e, config.gold_feedback) for e in task.generate("train", pool_size, config.seed)]
+    pool += extra
     held_out = {split: task.generate(split, config.eval_n, config.seed) for split in EVAL_SPLITS}
     held_out_loss = [sft_example(task, e, config.gold_feedback) for e in held_out["seen"]]
     batches = shuffled_batches(pool, config.batch_size, random.Random(config.seed))
