@@ -112,10 +112,9 @@ def generate_batch(
     past = None
     step_ids = input_ids
     for _ in range(max(p.max_new_tokens for p in params)):
-        out = model(
-            input_ids=step_ids, attention_mask=attention, position_ids=positions, past_key_values=past, use_cache=True
-        )
-        past = out.past_key_values
+        # `cache` is transformers 5's name; `past_key_values` is deprecated (removed in 5.40).
+        out = model(input_ids=step_ids, attention_mask=attention, position_ids=positions, cache=past, use_cache=True)
+        past = out.cache
         logits = out.logits[:, -1, :]
         next_ids = []
         for row, row_params in enumerate(params):
