@@ -63,13 +63,17 @@ def simulate(
     base: Path,
     out: Path,
     command_line: str,
+    tuning: Tuning,
 ) -> dict[str, dict[str, Any]]:
-    """Run the students (stage B, `updates` each) beside a teacher node named `teacher` that serves
-    stage A's model; each node's metrics by name."""
+    """Run the students (stage B, `updates` each, with a tuning run's student.* settings) beside a
+    teacher node named `teacher` that serves stage A's model; each node's metrics by name."""
     config = SimConfig(
         task=task,
         algorithm=algorithm,
-        nodes=[SimNode(name=teacher, role="teacher", settings=UNLIMITED), *students],
+        nodes=[
+            SimNode(name=teacher, role="teacher", settings=UNLIMITED),
+            *(tuned_student(s, tuning) for s in students),
+        ],
         steps=updates,
         eval_every=updates,
         eval_n=8,

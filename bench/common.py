@@ -6,7 +6,7 @@ import argparse
 import json
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,7 +53,7 @@ class Tuning:
     stage_a_improvement: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"seeds": self.seeds, "student": dict(self.student), "stage_a_improvement": self.stage_a_improvement}
+        return asdict(self) | {"student": dict(self.student)}
 
 
 UNTUNED = Tuning()
@@ -79,7 +79,8 @@ def _parser(name: str, doc: str, quick_help: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _finish(name: str, result: dict[str, Any], table: Callable[[dict[str, Any]], str]) -> int:
+def finish(name: str, result: dict[str, Any], table: Callable[[dict[str, Any]], str]) -> int:
+    """Write a benchmark's results (write_results) and print its table; the exit code 0."""
     text = table(result)
     write_results(name, result, text)
     print(text)
@@ -101,7 +102,7 @@ def run_learning_benchmark(
         out = (args.out or Path(scratch) / "run").resolve()
         out.mkdir(parents=True, exist_ok=True)
         result = run(args.quick, out)
-    return _finish(f"{name}{'-quick' if args.quick else ''}", result, table)
+    return finish(f"{name}{'-quick' if args.quick else ''}", result, table)
 
 
 def run_tuned_benchmark(
@@ -153,4 +154,4 @@ def run_tuned_benchmark(
         out.mkdir(parents=True, exist_ok=True)
         result = run(args.quick, out, half, tuning) | {"tuning": tuning.to_json()}
     suffix = f"{'-quick' if args.quick else ''}{'-validation' if args.validation else ''}"
-    return _finish(f"{name}{suffix}", result, table)
+    return finish(f"{name}{suffix}", result, table)

@@ -21,7 +21,7 @@ from typing import Any
 from node.llm import ModelHost, TinySpec, resolve_placement
 from node.llm.sft import SFTConfig, train_sft
 from node.llm.training import TrainingExample
-from node.tasks import Task, get_task
+from node.tasks import Example, Task, get_task
 from node.tasks.base import ALL_CORRECT
 from student.checkpoints import save_model_optimizer
 from student.learner import feedback_target
@@ -116,17 +116,27 @@ def base_model(plan: BasePlan, cache: Path = CACHE, say: Say = print) -> tuple[P
     return directory, figures
 
 
+def corrected(task: Task, example: Example, rng: random.Random) -> tuple[str, list[tuple[str, str]]] | None:
+    """A wrong attempt made from a gold rationale (E1's synthetic corruption) and the one critique
+    round the task's verifier gives it (feedback, corrected answer), as E1's critic writes them;
+    None when the corruption is still right."""
+    attempt = corrupt(example.rationale, rng)
+    verdict = task.verify(example, attempt)
+    if verdict.correct:
+        return None
+    return attempt, [(verdict.feedback, task.improve(example, attempt, verdict))]
+
+
 def improvement_examples(task: Task, n: int, seed: int) -> list[TrainingExample]:
     """n TriPosT improvement examples from gold: a corrupted rationale (context, weight 0), the
-    task verifier's feedback on it and the corrected answer (weight 1), as E1's critic writes them."""
+    task verifier's feedback on it and the corrected answer (weight 1)."""
     rng = random.Random(f"improvement:{seed}")
     made: list[TrainingExample] = []
     for example in task.generate("train", task.at_most("train", 2 * n), seed + 1) if n else []:
-        attempt = corrupt(example.rationale, rng)
-        verdict = task.verify(example, attempt)
-        if verdict.correct:
+        pair = corrected(task, example, rng)
+        if pair is None:
             continue
-        rounds = [(verdict.feedback, task.improve(example, attempt, verdict))]
+        attempt, rounds = pair
         made.append(
             TrainingExample(task.prompt(example.question), feedback_target(attempt, rounds, ALL_CORRECT, 1.0, 0.0))
         )

@@ -32,16 +32,15 @@ from typing import Any
 import torch
 
 from bench.arith_common import QUICK_STAGES, STAGES, TASK
-from bench.common import markdown_table, write_results
+from bench.common import finish, markdown_table
 from bench.goals import Goal, goals_json
-from bench.sft_base import base_model
+from bench.sft_base import base_model, corrected
 from bench.stats import as_matrix, mean_ci
 from node.llm import ModelHost, resolve_placement
 from node.llm.training import TrainingExample
 from node.tasks import get_task
 from node.tasks.base import ALL_CORRECT, gold_target
 from student.learner import feedback_target
-from student.tripost import corrupt
 
 KINDS = {
     "gold": "gold rationale + all-correct feedback (stage A's own pool)",
@@ -64,11 +63,10 @@ def examples(questions: int, seed: int = 0) -> dict[str, list[TrainingExample]]:
             if posed is not None:
                 kind = "posed_harder" if level else "posed_generalized"
                 made[kind].append(TrainingExample(task.prompt(posed.question), gold_target(posed.rationale, True)))
-        attempt = corrupt(example.rationale, rng)
-        verdict = task.verify(example, attempt)
-        if verdict.correct:
+        pair = corrected(task, example, rng)
+        if pair is None:
             continue
-        rounds = [(verdict.feedback, task.improve(example, attempt, verdict))]
+        attempt, rounds = pair
         for kind, weights in (("improvement_attempt", (0.0, 1.0)), ("improvement_feedback", (1.0, 0.0))):
             target = feedback_target(attempt, rounds, ALL_CORRECT, *weights)
             made[kind].append(TrainingExample(prompt, target))
@@ -131,11 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.stage_b_loss", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="32 questions of the quick stage A")
     args = parser.parse_args(argv)
-    result = run(args.quick)
-    text = table(result)
-    write_results(f"stage_b_loss{'-quick' if args.quick else ''}", result, text)
-    print(text)
-    return 0
+    return finish(f"stage_b_loss{'-quick' if args.quick else ''}", run(args.quick), table)
 
 
 if __name__ == "__main__":

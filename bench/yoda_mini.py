@@ -44,7 +44,6 @@ from bench.arith_arms import (
     positive_gain,
     simulate,
     tuned,
-    tuned_student,
     warm_minutes,
 )
 from bench.arith_common import POOL, QUICK_STAGES, STAGES, TASK, Stages, figures, gain, held_out, pct_ci
@@ -109,9 +108,9 @@ def run(quick: bool, out: Path, half: Half = "test", tuning: Tuning = UNTUNED) -
     base, base_figures = base_model(plan.stages.base())
     stage_a_s = time.monotonic() - started  # about 0 when the cached stage A is reused
     seeds = range(1, plan.seeds + 1)
-    students = [tuned_student(_student(arm, seed, base, plan), tuning) for seed in seeds for arm in ARMS]
+    students = [_student(arm, seed, base, plan) for seed in seeds for arm in ARMS]
     cli = command("yoda_mini", quick, half, tuning)
-    nodes = simulate(plan.task, "yoda", "teacher", students, plan.stages.stage_b, base, out, cli)
+    nodes = simulate(plan.task, "yoda", "teacher", students, plan.stages.stage_b, base, out, cli, tuning)
     learning_s = time.monotonic() - started - stage_a_s
 
     problems = held_out({"seen": plan.seen, "unseen": plan.unseen}, half)
