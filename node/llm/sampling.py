@@ -112,7 +112,7 @@ def generate_batch(
     past = None
     step_ids = input_ids
     for _ in range(max(p.max_new_tokens for p in params)):
-        # `cache` is transformers 5's name; `past_key_values` is deprecated (removed in 5.40).
+        # `cache` is transformers 5.24's name; `past_key_values` is deprecated (removed in 5.40).
         out = model(input_ids=step_ids, attention_mask=attention, position_ids=positions, cache=past, use_cache=True)
         past = out.cache
         logits = out.logits[:, -1, :]
