@@ -3,6 +3,7 @@
 agora simulate                                   the demo: a teacher, 2 students and a no-teacher baseline
 agora simulate --nodes 4 --algorithm tnd --out sim-run
 agora simulate --config sim.yaml --kill ada@40 --restart ada@60
+agora simulate --algorithm social --task arithmetic --student social_use=in_context
 """
 
 from __future__ import annotations
@@ -32,6 +33,14 @@ def add_command(commands: Any) -> None:
     simulate.add_argument("--task", help="task to teach and learn (default word_learning)")
     simulate.add_argument("--algorithm", help="tripost, yoda, social, tnd or sft (default tnd)")
     simulate.add_argument("--steps", type=int, metavar="N", help="learning steps per student (default 400)")
+    simulate.add_argument(
+        "--student",
+        action="append",
+        default=[],
+        metavar="SETTING=VALUE",
+        help="a student.* setting for every student and the baseline, over student_settings (repeatable; the value "
+        "is read as YAML), e.g. social_use=in_context",
+    )
     simulate.add_argument(
         "--teacher-model", type=Path, metavar="DIR", help="load the teacher's model instead of training one"
     )
@@ -68,7 +77,7 @@ def _config_help() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from node.sim.config import Fault, load_sim_config
+    from node.sim.config import Fault, load_sim_config, parse_student_setting
     from node.sim.run import simulate
 
     if args.help_config:
@@ -85,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         "netns": True if args.netns else None,
         "faults": faults or None,
     }
-    config = load_sim_config(args.config, overrides)
+    student = dict(parse_student_setting(text) for text in args.student)
+    config = load_sim_config(args.config, overrides, student)
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out} exists and is not a directory")
     if (args.out / "nodes").exists():

@@ -287,6 +287,19 @@ class TeacherSection(Section):
     )
     temperature: float = Field(0.7, gt=0, le=5, description="Default sampling temperature tau for generated lessons.")
     max_examples: int = Field(16, ge=1, le=256, description="Cap on examples per Exemplify lesson.")
+    exemplify_method: Literal["vote", "private_prompt"] = Field(
+        "vote",
+        description="Exemplify: vote (DP: candidates from a public prompt, chosen by the private shards' "
+        "GNMax/LNMax vote) or private_prompt (Social Learning's method, NOT DP: the model writes each example "
+        "from a few-shot prompt of private examples; no epsilon is charged or claimed, the leakage guard "
+        "checks every example).",
+    )
+    instruct_method: Literal["keywords", "private_prompt"] = Field(
+        "keywords",
+        description="Instruct: keywords (DP-ICL: shard instructions aggregated in keyword space) or "
+        "private_prompt (Social Learning's method, NOT DP: one instruction the model writes from a few-shot "
+        "prompt of private examples, released as written; no epsilon is charged or claimed).",
+    )
     max_rounds: int = Field(
         5, ge=1, le=50, description="Critique refuses refinement rounds past this (TriPosT uses 5)."
     )
@@ -304,6 +317,11 @@ class StudentSection(Section):
     algorithm: AlgorithmName = Field("tripost", description="Learning algorithm: tripost, yoda, social, tnd or sft.")
     steps: int = Field(100, ge=1, description="Learning steps (optimizer updates) to run.")
     eval_every: int = Field(20, ge=1, description="Evaluate on held-out splits every this many steps.")
+    eval_spacing: Literal["linear", "log"] = Field(
+        "linear",
+        description="linear = every eval_every steps; log = as many evaluations (steps / eval_every) spaced evenly "
+        "in log(step) from step 1, for learning curves over log steps (TnD's nAoA).",
+    )
     checkpoint_every: int = Field(20, ge=1, description="Write a checkpoint every this many steps.")
     seed: int = Field(0, description="Random seed for sampling and data order.")
     batch_size: int = Field(8, ge=1, le=1024, description="Training examples per update.")
@@ -425,8 +443,24 @@ class StudentSection(Section):
     social_use: Literal["in_context", "fine_tune", "both"] = Field(
         "both", description="Social Learning: lessons used in the prompt, for fine-tuning, or both."
     )
-    tnd_mode: Literal["tnd", "trial_only", "demo_only", "clm_only"] = Field(
-        "tnd", description="TnD: trials and demonstrations, one of them alone (ablations), or CLM steps only."
+    social_context_tokens: int = Field(
+        0,
+        ge=0,
+        description="Social Learning, in_context and both: most tokens the prompt prefix (the instruction and the "
+        "kept examples) may take; 0 = the model's context less room for the longest evaluation question and its "
+        "answer, which the prefix never takes in any case. Examples that do not fit are left out whole.",
+    )
+    social_context_select: Literal["aggregated", "shortest", "random"] = Field(
+        "aggregated",
+        description="Social Learning: which kept examples go into the prompt prefix, tried in this order and each "
+        "left out when it no longer fits the budget: aggregated = the aggregator's order (the best voted first), "
+        "shortest = fewest tokens first (the most examples), random = shuffled by student.seed.",
+    )
+    tnd_mode: Literal["tnd", "trial_only", "demo_only", "clm_only", "double_clm"] = Field(
+        "tnd",
+        description="TnD: trials and demonstrations, one of them alone (ablations), CLM steps only, or double_clm: "
+        "the interactive steps sample trials and demonstrations and take their CLM update but no PPO (the "
+        "reference's control for the extra CLM updates an interactive step makes).",
     )
     tnd_corpus: int = Field(
         0,
@@ -445,7 +479,34 @@ class StudentSection(Section):
     tnd_vf_coef: float = Field(0.1, ge=0, description="TnD: value-loss coefficient.")
     tnd_gae_lambda: float = Field(0.95, ge=0, le=1, description="TnD: GAE lambda (gamma is 1).")
     tnd_reference: bool = Field(
-        True, description="TnD: baseline A_n from a CLM-only reference student trained in lockstep; false = log2 n."
+        False,
+        description="TnD: baseline A_n from a CLM-only reference student trained in lockstep (the reference's "
+        "--ref_reward, off in its experiments); false = log2 n.",
+    )
+    tnd_demo_reward: Literal["teacher_age", "age_predictor"] = Field(
+        "teacher_age",
+        description="TnD: a demonstration's reward: teacher_age = log2(tnd_teacher_steps) - A_n for every "
+        "demonstration (the reference), or age_predictor = R_phi(demonstration) - A_n like a trial.",
+    )
+    tnd_teacher_steps: int = Field(
+        100_000,
+        ge=2,
+        description="TnD: the teacher's training steps, whose log2 is a demonstration's reward under teacher_age "
+        "(the reference's teacher: 100000).",
+    )
+    tnd_ppo_lr: float = Field(
+        2e-5,
+        gt=0,
+        le=1,
+        description="TnD: learning rate of PPO's own Adam (policy and value head, constant), apart from the CLM "
+        "updates' AdamW at student.lr under student.lr_schedule (the reference: 2e-5 and 1e-4).",
+    )
+    tnd_ppo_minibatch: int = Field(
+        16,
+        ge=0,
+        le=4096,
+        description="TnD: samples per PPO minibatch; one optimizer step each, one epoch over the interactive "
+        "step's trials and demonstrations (trl's mini_batch_size, the reference: 16); 0 = the whole batch.",
     )
     tnd_banned_words: list[str] = Field(
         default_factory=list, description="TnD: words the teacher must not demonstrate (the banned-word teacher)."

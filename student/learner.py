@@ -145,6 +145,11 @@ class Learner(ABC):
         """Text put before every prompt at inference (Social Learning's in-context lessons)."""
         return ""
 
+    def in_context(self, prompt: str, answer_tokens: int) -> str:
+        """The prompt as the model reads it at inference: after the prefix, which an algorithm may
+        shorten so that the prompt and `answer_tokens` fit the model's context."""
+        return self.prompt_prefix() + prompt
+
     def answer_budget(self, example: Example) -> int:
         """Tokens an answer to this example may take: its gold rationale's length and some slack."""
         return len(encode(self.ctx.host.tokenizer, example.rationale, add_bos=False)) * 5 // 4 + 8
@@ -160,7 +165,7 @@ class Learner(ABC):
         correct = 0
         for start in range(0, len(examples), batch_size):
             chunk = examples[start : start + batch_size]
-            prompts = [self.prompt_prefix() + task.prompt(e.question) for e in chunk]
+            prompts = [self.in_context(task.prompt(e.question), self.answer_budget(e)) for e in chunk]
             params = []
             for prompt, example in zip(prompts, chunk, strict=True):
                 room = host.max_positions - len(encode(host.tokenizer, prompt))

@@ -7,7 +7,7 @@
         set the learning rate the run's schedule gives this update (an algorithm may set its own)
         the learner asks teachers (through the pool) and makes one update
         record which lessons the update applied first (provenance), export metrics
-        every eval_every steps: evaluate; every checkpoint_every steps: checkpoint
+        at each evaluation step (every eval_every, or log-spaced): evaluate; every checkpoint_every: checkpoint
     evaluate and checkpoint at the end, and summarise
 
 The loop owns the order of durable writes: provenance rows are written when an update is made,
@@ -36,6 +36,16 @@ from student.warmup import warm_up
 log = logging.getLogger("agora.student")
 
 StepHook = Callable[[int, int, StepResult], None]  # (step, steps in all, result): a progress bar's hook
+
+
+def evaluation_steps(steps: int, eval_every: int, spacing: str = "linear") -> frozenset[int]:
+    """The steps after which a run evaluates: every `eval_every`th, or (log) as many spaced evenly in
+    log(step) from 1 to `steps` (the early ones, closer than one step apart, merge); the last
+    step is evaluated in any case by the loop."""
+    if spacing == "linear":
+        return frozenset(range(eval_every, steps + 1, eval_every))
+    count = max(2, math.ceil(steps / eval_every))
+    return frozenset(round(math.exp(math.log(steps) * i / (count - 1))) for i in range(count))
 
 
 @dataclass
@@ -79,6 +89,7 @@ class StudentRun:
         self.step = 0
         self.warmed = False
         self.history: list[dict[str, float]] = []
+        self.eval_steps = evaluation_steps(self.s.steps, self.s.eval_every, self.s.eval_spacing)
 
     @property
     def ctx(self) -> Any:
@@ -166,7 +177,7 @@ class StudentRun:
             summary.last_loss = result.loss
             if on_step is not None:
                 on_step(self.step, self.s.steps, result)
-            if self.step % self.s.eval_every == 0:
+            if self.step in self.eval_steps:
                 await self.evaluate()
             if self.step % self.s.checkpoint_every == 0:
                 self.checkpoint()

@@ -11,11 +11,13 @@ scalar reward is put on the response's last token; there is no KL penalty (coeff
               loss_pg = mean max(-A ratio, -A clip(ratio, 1 - eps, 1 + eps))
   value       V_clip = V_old + clip(V - V_old, -eps_v, eps_v);
               loss_v = 1/2 mean max((V - R)^2, (V_clip - R)^2)
-  total       loss_pg + vf_coef loss_v, one optimizer step
+  total       loss_pg + vf_coef loss_v, one optimizer step per minibatch
 
-"old" is the policy and value head before this update (one PPO epoch, one minibatch, so at the
-step itself ratio = 1 and the clip only bounds the gradient's direction as in trl). Everything
-here is plain functions over tensors, so each piece can be checked on its own.
+"old" is the policy and value head before the interactive step's update; advantages are computed
+and whitened over the whole batch, then one epoch of minibatches follows (trl: ppo_epochs 1,
+mini_batch_size 16), so the first minibatch has ratio = 1 and later ones are clipped against the
+policy that sampled. Everything here is plain functions over tensors, so each piece can be
+checked on its own.
 """
 
 from __future__ import annotations
@@ -52,6 +54,16 @@ class ResponseBatch:
     position_ids: torch.Tensor  # [B, L], contiguous (Opacus-safe)
     response_mask: torch.Tensor  # [B, L-1] float: 1 where token t+1 is a response token
     targets: torch.Tensor  # [B, L-1]: the token predicted at each position
+
+    def rows(self, index: torch.Tensor) -> ResponseBatch:
+        """The samples at `index` (a PPO minibatch), padded as in the whole batch."""
+        return ResponseBatch(
+            self.input_ids[index],
+            self.attention_mask[index],
+            self.position_ids[index],
+            self.response_mask[index],
+            self.targets[index],
+        )
 
 
 def encode_responses(

@@ -9,7 +9,9 @@
    the best mean rank, and the instruction with the best mean rank likewise.
 3. Use the lessons: `in_context` puts the instruction and the kept examples before every prompt
    at inference; `fine_tune` trains on the kept examples (cycling over them, batch by batch);
-   `both` does both. In-context alone is one step: nothing is trained.
+   `both` does both. In-context alone is one step: nothing is trained. The prefix holds what fits
+   `social_context_tokens`, chosen by `social_context_select` (`student.social_context`), and is
+   saved in every checkpoint; evaluation puts it before every question in both in-context modes.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from node.llm.tokenizer import encode
 from node.llm.training import TrainingExample
 from node.rpc.agora.v1 import teacher_pb2
-from student.learner import Learner, StepResult, Tagged
+from student import social_context
+from student.learner import EVAL_SPLITS, Learner, StepResult, Tagged
+from student.social_context import InContext
 
 log = logging.getLogger("agora.student")
 
@@ -54,26 +59,93 @@ class SocialLearner(Learner):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.instruction = ""
-        self.examples: list[tuple[str, str]] = []  # the kept (input, output) pairs
+        self.examples: list[tuple[str, str]] = []  # the kept (input, output) pairs, in the aggregator's order
         self.gathered = False
         self.cursor = 0  # fine-tuning position in the kept examples
+        self.context: InContext | None = None  # the prompt prefix (in_context and both), once gathered
 
     def state_dict(self) -> dict[str, Any]:
         state = {"instruction": self.instruction, "examples": self.examples, "gathered": self.gathered}
-        return {**super().state_dict(), **state, "cursor": self.cursor}
+        context = None if self.context is None else self.context.to_json()
+        return {
+            **super().state_dict(),
+            **state,
+            "cursor": self.cursor,
+            "use": self.ctx.settings.social_use,
+            "context": context,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.instruction, self.gathered = str(state["instruction"]), bool(state["gathered"])
         self.examples = [(str(i), str(o)) for i, o in state["examples"]]
         self.cursor = int(state["cursor"])
+        saved = state.get("context")
+        self.context = None if saved is None else InContext.from_json(saved)
+        if self.gathered:
+            self.use_lessons("restored from the checkpoint")
+
+    def use_lessons(self, how: str) -> None:
+        """Build the prompt prefix where this mode uses one (again, when the checkpoint's was built
+        under other settings), and note in the run's summary which mode runs with what."""
+        s = self.ctx.settings
+        if s.social_use == "fine_tune":
+            self.context = None
+            note = f"{len(self.examples)} kept examples for fine-tuning, nothing in the prompt"
+        else:
+            wanted = (s.social_context_tokens, s.social_context_select)
+            if self.context is None or (self.context.requested, self.context.select) != wanted:
+                how = f"{how}; prefix built" if self.context is None else f"{how}; prefix rebuilt for new settings"
+                self.context = self.build_context()
+            note = self.context.describe()
+        line = f"Social Learning ({s.social_use}, lessons {how}): {note}"
+        shown = self.context or InContext("", (), 0, 0, len(self.examples), 0, "")
+        facts = {"instruction": bool(shown.instruction), "in_prompt": len(shown.examples), "tokens": shown.tokens}
+        log.info(line, extra={"event": "social_lessons", "use": s.social_use, "kept": len(self.examples), **facts})
+        self.ctx.log.append(line)
+
+    def context_budget(self) -> int:
+        """Tokens the prefix may take: social_context_tokens, never more than the model's context
+        less the longest evaluation question and its answer."""
+        s, host, task = self.ctx.settings, self.ctx.host, self.ctx.task
+        questions = [e for split in EVAL_SPLITS for e in task.generate(split, s.eval_n, s.seed)]
+        reserve = max(
+            (len(encode(host.tokenizer, task.prompt(e.question))) + self.answer_budget(e) for e in questions), default=0
+        )
+        room = max(host.max_positions - reserve, 0)
+        return min(s.social_context_tokens, room) if s.social_context_tokens else room
+
+    def build_context(self) -> InContext:
+        s, tokenizer = self.ctx.settings, self.ctx.host.tokenizer
+        return social_context.build(
+            self.instruction,
+            self.examples,
+            self.ctx.task.prompt,
+            lambda text: len(encode(tokenizer, text, add_bos=False)),
+            self.context_budget(),
+            s.social_context_select,
+            s.seed,
+            s.social_context_tokens,
+        )
 
     def prompt_prefix(self) -> str:
-        if self.ctx.settings.social_use == "fine_tune" or not self.gathered:
+        if self.ctx.settings.social_use == "fine_tune" or self.context is None:
             return ""
-        task = self.ctx.task
-        shots = "".join(f"{task.prompt(i)}{o}\n\n" for i, o in self.examples)
-        return f"{self.instruction}\n\n{shots}" if self.instruction else shots
+        return self.context.prefix(self.ctx.task.prompt)
+
+    def in_context(self, prompt: str, answer_tokens: int) -> str:
+        """The prefix before the prompt; for a question longer than the budget left room for, the
+        prefix less its last examples (then its instruction), so that the model's context holds it."""
+        full = self.prompt_prefix() + prompt
+        if self.context is None or self.fits(full, answer_tokens):
+            return full
+        fitting = social_context.shrink(
+            self.context, self.ctx.task.prompt, lambda p: self.fits(p + prompt, answer_tokens)
+        )
+        log.debug(
+            "Social Learning: a long question keeps %d of %d prefix characters", len(fitting), len(full) - len(prompt)
+        )
+        return fitting + prompt
 
     async def step(self, step: int) -> StepResult | None:
         s = self.ctx.settings
@@ -130,6 +202,8 @@ class SocialLearner(Learner):
         kept_examples = await self.aggregate(examples, s.social_examples, teachers)
         self.instruction = kept_instruction[0].text if kept_instruction else ""
         self.examples = [(c.input, c.output) for c in kept_examples]
+        self.context = None
+        self.use_lessons("gathered")
         received = {c.lesson_id for c in instructions + examples}
         applied = {c.lesson_id for c in kept_instruction + kept_examples}
         for candidate in kept_instruction + kept_examples:

@@ -1,23 +1,30 @@
 """TnD (Ma, Wang, Chai 2024): a student learns language from scratch by trials and demonstrations.
 
-Algorithm 1 of the paper, one learning step at a time (n = 1, 2, ...):
+Algorithm 1 of the paper, one learning step at a time (n = 1, 2, ...), as the reference code
+(sled-group/TnD, run_TnD.py) does it:
 
   if n is one of the c = 3 CLM steps of its phase:
-      a causal-LM update on the next batch of the child-directed corpus
+      a causal-LM update on the next batch of the child-directed corpus (AdamW at student.lr under
+      student.lr_schedule: the reference warms up linearly from 0 to 1e-4 over 8000 steps)
   else (the r = 1 interactive step that closes the phase):
       1. prompts: the first 5 tokens of each text of the batch
       2. trials: the student continues every prompt (top-k 20, top-p 0.95)
       3. demonstrations: a teacher continues the same prompts (`Demonstrate`, over gRPC)
-      4. rewards: r = R_phi(text) - A_n, R_phi the teacher's age predictor (`Score`,
-         SCORE_KIND_AGE) and A_n its mean score of a CLM-only reference student's continuations
-         of the same prompts at the same step (or log2 n without a reference)
-      5. PPO on trials and demonstrations together: one optimizer step (student/ppo.py)
-      6. a CLM update on trials and demonstrations
-  the reference student, if any, takes a CLM update on the same corpus batch (lockstep)
+      4. rewards, each minus the baseline A_n = log2 n:
+         a trial's is R_phi(trial), the teacher's age predictor (`Score`, SCORE_KIND_AGE);
+         a demonstration's is the teacher's age, log2(tnd_teacher_steps): demonstrations are
+         always worth more than the student's present age
+      5. PPO on trials and demonstrations together (student/ppo.py): one epoch of minibatches,
+         each an optimizer step of PPO's own Adam at a constant tnd_ppo_lr (2e-5)
+      6. a CLM update (the AdamW of the CLM steps) on trials and demonstrations
 
-Ablations (`student.tnd_mode`) change exactly what enters steps 2-6: `trial_only` drops the
-demonstrations (no Demonstrate call), `demo_only` drops the trials (the student samples only for
-nothing but evaluation), and `clm_only` makes every step a CLM step (no teacher at all).
+Departures the paper's code also offers, as settings: `tnd_reference` takes A_n as R_phi's mean
+over a CLM-only reference student's continuations of the same prompts (trained in lockstep on the
+same corpus batches; --ref_reward); `tnd_demo_reward: age_predictor` scores demonstrations with
+R_phi like trials. Ablations (`student.tnd_mode`) change exactly what enters steps 2-6:
+`trial_only` drops the demonstrations (no Demonstrate call), `demo_only` drops the trials, and
+`clm_only` makes every step a CLM step (no teacher at all); `double_clm` keeps steps 1-3 and 6 but
+not 4-5, the reference's control for the CLM updates an interactive step adds.
 
 At each evaluation the student's surprisal of the task's test words is measured and appended
 to `<data_dir>/student/tnd/surprisal.jsonl` with its cumulative trial counts, for
@@ -60,6 +67,7 @@ SURPRISAL_FILE = "surprisal.jsonl"
 VALUE_HEAD_FILE = "value_head.safetensors"
 REFERENCE_FILE = "reference.safetensors"
 TRAINING_STATE_FILE = "tnd_optimizers.json"
+PPO_OPTIMIZER_FILE = "ppo_optimizer.safetensors"
 OWN_CORPUS_SEED = 7919  # the generator seed of the sentences a student owns (tnd_corpus)
 END_MARKS = frozenset({".", "!", "?"})  # every sentence of the corpus ends with one
 SENTENCE_TOKENS = 16  # the longest template has 13 words (word-level tokens)
@@ -80,7 +88,8 @@ class Interaction:
     kinds: list[str] = field(default_factory=list)  # "trial" or "demo" per PPO sample
     advantages: torch.Tensor | None = None  # whitened, [B, L-1]
     mask: torch.Tensor | None = None
-    losses: ppo.PPOLosses | None = None
+    losses: ppo.PPOLosses | None = None  # the last minibatch's
+    minibatch_losses: list[ppo.PPOLosses] = field(default_factory=list)
     clm_loss: float = math.nan
 
 
@@ -104,7 +113,11 @@ class TnDLearner(Learner):
         self.task: WordLearningTask = ctx.task
         hidden = int(ctx.host.model.config.hidden_size)
         self.value_head = ppo.ValueHead(hidden).to(ctx.host.device)
-        self.value_optimizer = torch.optim.AdamW(self.value_head.parameters(), lr=s.lr)
+        # PPO's own optimizer over the policy and the value head, as trl's PPOTrainer builds it
+        # (Adam, constant lr): its moments are not the CLM AdamW's, though the weights are shared.
+        self.ppo_optimizer = torch.optim.Adam(
+            [*ctx.host.model.parameters(), *self.value_head.parameters()], s.tnd_ppo_lr
+        )
         self.reference: ModelHost | None = None
         self.reference_optimizer: torch.optim.Optimizer | None = None
         if s.tnd_reference and s.tnd_mode != "clm_only":
@@ -187,17 +200,11 @@ class TnDLearner(Learner):
         samples = [(p, t, "trial") for p, t in zip(record.prompts, record.trials, strict=False)]
         samples += [(p, d, "demo") for p, d in demos]
         record.kinds = [kind for _, _, kind in samples]
-        if self.reference is not None:
-            record.reference_texts = await self.continue_prompts(self.reference, record.prompts, seed)
-        teacher = teacher or (await self.ctx.teachers.pick()).node_id
-        texts = [f"{p} {c}".strip() for p, c, _ in samples]
-        texts += [f"{p} {c}".strip() for p, c in zip(record.prompts, record.reference_texts, strict=False)]
-        scores = await self.age_scores(teacher, texts)
-        record.scores, reference_scores = scores[: len(samples)], scores[len(samples) :]
-        record.baseline = sum(reference_scores) / len(reference_scores) if reference_scores else math.log2(step)
-        record.rewards = [score - record.baseline for score in record.scores]
         prompts, responses = [p for p, _, _ in samples], [c for _, c, _ in samples]
-        await self.ctx.host.run(self.ppo_update, record, prompts, responses)
+        if s.tnd_mode != "double_clm":
+            teacher = teacher or (await self.ctx.teachers.pick()).node_id
+            await self.reward(record, samples, teacher, seed)
+            await self.ctx.host.run(self.ppo_update, record, prompts, responses)
         record.clm_loss = await self.ctx.host.run(
             self.ctx.host.train_step,
             [clm_example(f"{p} {c}".strip()) for p, c in zip(prompts, responses, strict=True)],
@@ -205,8 +212,11 @@ class TnDLearner(Learner):
         )
         self.trial_counts.update(w for trial in record.trials for w in trial.split() if w in self.task.vocabulary)
         self.last = record
-        self.ctx.teachers.credit(teacher, True)
-        assert record.losses is not None
+        if teacher is not None:
+            self.ctx.teachers.credit(teacher, True)
+        if record.losses is None:  # double_clm: the interactive step's CLM update alone
+            log.info("step %d: CLM on %d trials + %d demos (no PPO)", step, len(record.trials), len(demos))
+            return StepResult(record.clm_loss, len(samples), frozenset(lessons), frozenset(), tuple(record.kinds))
         log.info(
             "step %d: PPO on %d trials + %d demos, mean reward %.3f (A_n %.3f), value loss %.4f",
             step,
@@ -219,6 +229,27 @@ class TnDLearner(Learner):
         return StepResult(
             record.losses.total.item(), len(samples), frozenset(lessons), frozenset(), tuple(record.kinds)
         )
+
+    async def reward(self, record: Interaction, samples: list[tuple[str, str, str]], teacher: str, seed: int) -> None:
+        """Step 4: each sample's reward minus the baseline A_n. R_phi scores the trials (and, with
+        tnd_demo_reward age_predictor, the demonstrations; with tnd_reference, the reference
+        student's continuations, whose mean is A_n); a demonstration is otherwise worth the
+        teacher's age, log2(tnd_teacher_steps)."""
+        s = self.ctx.settings
+        scored = [
+            i for i, (_, _, kind) in enumerate(samples) if kind == "trial" or s.tnd_demo_reward == "age_predictor"
+        ]
+        texts = [f"{samples[i][0]} {samples[i][1]}".strip() for i in scored]
+        if self.reference is not None:
+            record.reference_texts = await self.continue_prompts(self.reference, record.prompts, seed)
+            texts += [f"{p} {c}".strip() for p, c in zip(record.prompts, record.reference_texts, strict=True)]
+        scores = await self.age_scores(teacher, texts) if texts else []
+        by_sample = dict(zip(scored, scores, strict=False))
+        teacher_age = math.log2(s.tnd_teacher_steps)
+        record.scores = [by_sample.get(i, teacher_age) for i in range(len(samples))]
+        reference_scores = scores[len(scored) :]
+        record.baseline = sum(reference_scores) / len(reference_scores) if reference_scores else math.log2(record.step)
+        record.rewards = [score - record.baseline for score in record.scores]
 
     def demonstrate_request(self, prompts: list[str], seed: int) -> teacher_pb2.DemonstrateRequest:
         s = self.ctx.settings
@@ -261,7 +292,9 @@ class TnDLearner(Learner):
         return scores
 
     def ppo_update(self, record: Interaction, prompts: list[str], responses: list[str]) -> None:
-        """Step 5: one PPO optimizer step on the policy and the value head (on the model's thread)."""
+        """Step 5 (on the model's thread): old log-probabilities, values and whitened advantages over
+        the whole batch, then one epoch of shuffled minibatches, each one step of PPO's Adam (trl's
+        PPOTrainer.step with ppo_epochs 1 and no KL: its reference model is the policy itself)."""
         s, host = self.ctx.settings, self.ctx.host
         with host._lock:
             batch = ppo.encode_responses(host.tokenizer, prompts, responses, host.max_positions, host.device)
@@ -272,29 +305,36 @@ class TnDLearner(Learner):
                 rewards = ppo.last_token_rewards(torch.tensor(record.rewards, device=host.device), mask)
                 advantages, returns = ppo.gae(rewards, old_values, mask, gamma=1.0, lam=s.tnd_gae_lambda)
                 advantages = ppo.whiten(advantages, mask)
-            host.model.train()
-            logprobs, values = ppo.policy_forward(host.model, self.value_head, batch)
-            losses = ppo.ppo_loss(
-                logprobs,
-                old_logprobs,
-                values,
-                old_values,
-                advantages,
-                returns,
-                mask,
-                clip=s.tnd_clip,
-                value_clip=s.tnd_value_clip,
-                vf_coef=s.tnd_vf_coef,
+            size = s.tnd_ppo_minibatch or len(prompts)
+            order = torch.randperm(
+                len(prompts), generator=torch.Generator().manual_seed(s.seed * 1_000_003 + record.step)
             )
-            self.ctx.optimizer.zero_grad(set_to_none=True)
-            self.value_optimizer.zero_grad(set_to_none=True)
-            losses.total.backward()  # type: ignore[no-untyped-call]
-            torch.nn.utils.clip_grad_norm_([*host.model.parameters(), *self.value_head.parameters()], 1.0)
-            self.ctx.optimizer.step()
-            self.value_optimizer.step()
+            parameters = [*host.model.parameters(), *self.value_head.parameters()]
+            host.model.train()
+            for start in range(0, len(prompts), size):
+                rows = order[start : start + size].to(host.device)
+                logprobs, values = ppo.policy_forward(host.model, self.value_head, batch.rows(rows))
+                losses = ppo.ppo_loss(
+                    logprobs,
+                    old_logprobs[rows],
+                    values,
+                    old_values[rows],
+                    advantages[rows],
+                    returns[rows],
+                    mask[rows],
+                    clip=s.tnd_clip,
+                    value_clip=s.tnd_value_clip,
+                    vf_coef=s.tnd_vf_coef,
+                )
+                self.ppo_optimizer.zero_grad(set_to_none=True)
+                losses.total.backward()  # type: ignore[no-untyped-call]
+                torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+                self.ppo_optimizer.step()
+                record.minibatch_losses.append(losses)
+                host.metadata.train_steps += 1
+            self.ppo_optimizer.zero_grad(set_to_none=True)
             host.model.train(False)
-            host.metadata.train_steps += 1
-        record.advantages, record.mask, record.losses = advantages, mask, losses
+        record.advantages, record.mask, record.losses = advantages, mask, record.minibatch_losses[-1]
 
     # --- evaluation: accuracy, and word surprisal for the learning curves ----------------------
 
@@ -338,6 +378,7 @@ class TnDLearner(Learner):
         s = self.ctx.settings
         info = {"algorithm": self.name, "mode": s.tnd_mode, "task": s.task, "seed": s.seed, "steps": s.steps}
         info |= {"c": s.tnd_clm_steps, "r": s.tnd_interactive_steps, "reference": self.reference is not None}
+        info |= {"banned_words": list(s.tnd_banned_words), "demo_reward": s.tnd_demo_reward}
         (self.run_dir / "run.json").write_text(json.dumps(info, indent=1) + "\n")
 
     # --- resume -----------------------------------------------------------------------------
@@ -364,8 +405,8 @@ class TnDLearner(Learner):
             str(directory / VALUE_HEAD_FILE),
         )
         groups: dict[str, Any] = {}
-        tensors, groups["value"] = optimizer_tensors(self.value_optimizer)
-        save_file(tensors, str(directory / "value_optimizer.safetensors"))
+        tensors, groups["ppo"] = optimizer_tensors(self.ppo_optimizer)
+        save_file(tensors, str(directory / PPO_OPTIMIZER_FILE))
         if self.reference is not None and self.reference_optimizer is not None:
             with self.reference._lock:
                 save_model(self.reference.model, str(directory / REFERENCE_FILE))
@@ -378,7 +419,8 @@ class TnDLearner(Learner):
             return
         self.value_head.load_state_dict(load_file(str(directory / VALUE_HEAD_FILE), device=str(self.ctx.host.device)))
         groups = json.loads((directory / TRAINING_STATE_FILE).read_text())
-        load_optimizer(self.value_optimizer, load_file(str(directory / "value_optimizer.safetensors")), groups["value"])
+        if "ppo" in groups:  # checkpoints from before PPO had its own optimizer keep only the value head
+            load_optimizer(self.ppo_optimizer, load_file(str(directory / PPO_OPTIMIZER_FILE)), groups["ppo"])
         if self.reference is not None and self.reference_optimizer is not None and "reference" in groups:
             load_model(self.reference.model, str(directory / REFERENCE_FILE), device=str(self.reference.device))
             load_optimizer(

@@ -3,7 +3,10 @@ prompt building that always fits the model's context.
 
 The teacher's model is treated as public: it must not have been trained on the private data
 except under DP-SGD (`agora teacher dp-train`), after which sampling from it is post-processing
-and free. Everything else that reads private data goes through a mechanism and a charge.
+and free. Everything else that reads private data goes through a mechanism and a charge, except
+Social Learning's own methods when the operator chooses them (`teacher.instruct_method`,
+`teacher.exemplify_method` private_prompt): those are not DP, charge nothing and say so
+(`teacher.verbal`).
 """
 
 from __future__ import annotations

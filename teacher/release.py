@@ -3,7 +3,9 @@
 A lesson maker charges the ledger (`Release.charge`) before its mechanism touches private data,
 then returns a `Draft`. `Release.finish` runs the leakage guard on every text the teacher wrote,
 and either blocks the lesson (FAILED_PRECONDITION, counted by reason, the charge kept) or builds
-the signed `Lesson` with its PrivacyReport, stores it and counts it as sent.
+the signed `Lesson` with its PrivacyReport, stores it and counts it as sent. A lesson that is not
+DP (Social Learning's private-prompt methods) charges nothing: its Draft names mechanism
+"private_prompt_not_dp", and its report claims no epsilon (epsilon_charged 0), guarded all the same.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -27,3 +28,12 @@ def _one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def page_model(tmp_path_factory: pytest.TempPathFactory, _one_torch_thread: None) -> Path:
+    """A tiny arithmetic teacher model trained on public Exemplify pages (tests.teachers.pages),
+    built once per session: it writes "X\\nOutput: Y" after an "Input:" prompt."""
+    from tests.teachers import train_page_model  # imports torch: only for the tests that use it
+
+    return train_page_model(tmp_path_factory.mktemp("page-model") / "model")

@@ -108,19 +108,38 @@ def test_lesson_rpc_median_interval_is_the_order_statistic_one() -> None:
     assert median_ci95([1.0, 2.0, 3.0, 4.0, 5.0]) is None  # too few for 95%
 
 
-def test_tnd_mini_goal_matches_goal_met() -> None:
+def test_tnd_mini_goals_are_its_recorded_gaps() -> None:
     data, goals = committed("tnd_mini"), derived("tnd_mini")
-    goal = goals["clm_minus_tnd_naoa"]
-    assert goal.met == data["goal_met"]
-    assert goal.value == data["clm_minus_tnd"]
-    # Every seed ran both modes, so the paired interval is centred on the difference of means.
-    assert goal.ci95 is not None and goal.ci95[0] < data["clm_minus_tnd"] < goal.ci95[1]
+    tnd, double = data["clm_minus"]["tnd"], data["clm_minus"]["double_clm"]
+    assert goals["tnd_vs_clm_naoa"].value == tnd["value"] and goals["tnd_vs_clm_naoa"].ci95 == tuple(tnd["ci95"])
+    assert goals["double_clm_control"].value == double["value"]
+    assert goals["banned_words_later"].value == data["banned_shift_minus_rest"]["value"]
 
 
-def test_tnd_mini_goal_met_above_half_a_decade() -> None:
+@pytest.mark.parametrize(
+    ("gap", "ci", "met"),
+    [(0.6, (0.2, 1.0), True), (0.6, (-0.1, 1.2), False), (0.2, (0.1, 0.3), False)],
+)
+def test_tnd_mini_goal_needs_the_gap_and_an_interval_off_zero(gap: float, ci: tuple[float, float], met: bool) -> None:
     data = copy.deepcopy(committed("tnd_mini"))
-    data["clm_minus_tnd"] = 0.6
-    assert derived("tnd_mini", data)["clm_minus_tnd_naoa"].met
+    data["clm_minus"]["tnd"] = {"value": gap, "ci95": list(ci)}
+    assert derived("tnd_mini", data)["tnd_vs_clm_naoa"].met is met
+
+
+def test_tnd_mini_banned_gap_resamples_each_group_of_words_apart() -> None:
+    import numpy as np
+
+    from bench.tnd_mini import grouped_gap_ci
+
+    rng = np.random.default_rng(1)
+    shift = rng.normal(0.0, 0.05, size=(3, 40))
+    banned = np.zeros(40, dtype=bool)
+    banned[:10] = True
+    shift[:, banned] += 0.5  # banned words learned half a decade later, the rest unmoved
+    value, (low, high) = grouped_gap_ci(shift, banned, draws=400)
+    assert 0.45 < value < 0.55 and 0.4 < low < value < high < 0.6
+    value, (low, high) = grouped_gap_ci(shift - shift * banned, banned, draws=400)  # no shift at all
+    assert low < 0 < high
 
 
 def test_social_mini_goals_match_its_verdicts() -> None:

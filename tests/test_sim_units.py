@@ -6,6 +6,7 @@ given, TnD students that own a few sentences (`student.tnd_corpus`), `agora tnd 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,16 @@ from node.app import Node
 from node.cli import main
 from node.config import ConfigError, load_settings
 from node.privacy.audit import Canary, CanaryError, candidate_pool, space_size
-from node.sim.config import DIGITS_CANARY, TND_STUDENT, WORD_CANARY, Fault, SimConfig, SimNode, load_sim_config
+from node.sim.config import (
+    DIGITS_CANARY,
+    TND_STUDENT,
+    WORD_CANARY,
+    Fault,
+    SimConfig,
+    SimNode,
+    load_sim_config,
+    parse_student_setting,
+)
 from node.sim.faults import FaultSchedule
 from node.sim.network import SimNetwork, TeacherAssets, baseline_student
 from node.sim.teacher_prep import simulation_canary
@@ -377,6 +387,32 @@ def test_other_algorithms_get_no_tnd_defaults_and_an_sft_baseline(tmp_path: Path
         load_settings(overrides=node_settings)
 
 
+def test_student_flags_set_every_students_settings_over_the_simulations(tmp_path: Path) -> None:
+    flags = dict(parse_student_setting(text) for text in ["social_use=in_context", "student.social_context_tokens=256"])
+    assert flags == {"social_use": "in_context", "social_context_tokens": 256}
+    config = load_sim_config(None, {"task": "arithmetic", "algorithm": "social"}, flags)
+    network = SimNetwork(config, tmp_path)
+    teacher = assets(tmp_path, tnd=False)
+    for name in ("ada", "ben"):
+        student = load_settings(overrides=network.settings(network.nodes[name], teacher)).student
+        assert (student.algorithm, student.social_use, student.social_context_tokens) == ("social", "in_context", 256)
+    # over sim.yaml's student_settings, or else over the algorithm's demo defaults
+    path = tmp_path / "sim.yaml"
+    path.write_text(yaml.safe_dump({"student_settings": {"batch_size": 4, "social_use": "both"}}))
+    assert load_sim_config(path, {"task": "arithmetic", "algorithm": "social"}, flags).students() == {
+        "batch_size": 4,
+        **flags,
+    }
+    assert load_sim_config(None, {}, {"tnd_corpus": 8}).students() == {**TND_STUDENT, "tnd_corpus": 8}
+    for text, problem in [
+        ("social_use", "expected SETTING=VALUE"),
+        ("social_uses=in_context", "student.social_uses is not a setting"),
+        ("social_use=sideways", "Input should be 'in_context', 'fine_tune' or 'both'"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(problem)):
+            parse_student_setting(text)
+
+
 # --- student.tnd_corpus ----------------------------------------------------------------------------
 
 
@@ -469,6 +505,8 @@ def test_simulate_rejects_a_fault_without_a_step(tmp_path: Path, capsys: pytest.
     assert "no node is called 'zed'" in capsys.readouterr().err
     assert main(["simulate", "--nodes", "1", "--out", str(tmp_path / "run")]) == 2
     assert "nodes must be at least 2" in capsys.readouterr().err
+    assert main(["simulate", "--student", "social_uses=in_context", "--out", str(tmp_path / "run")]) == 2
+    assert "student.social_uses is not a setting" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 

@@ -20,13 +20,13 @@ from node.tasks.base import ALL_CORRECT, FEEDBACK
 from student.build import build_student
 from student.checkpoints import save_model_optimizer
 from student.learner import StepResult
-from student.loop import StudentRun
+from student.loop import StudentRun, evaluation_steps
 from tests.nodes import loopback_settings, started
 from tests.students import FAST_STUDENT, student_run, student_settings
 
 
 async def _sft_run(body: Any, **student: Any) -> None:
-    node = Node(student_settings([], algorithm="sft", eval_every=100, **student))
+    node = Node(student_settings([], algorithm="sft", **{"eval_every": 100, **student}))
     async with started(node):
         await body(await student_run(node, teachers=0))
 
@@ -131,3 +131,16 @@ def test_a_schedule_that_ends_before_the_run_starts_is_refused(tmp_path: Path) -
     config.write_text("student:\n  lr_schedule_start: 50\n  lr_schedule_steps: 40\n")
     with pytest.raises(ConfigError, match=r"must exceed student\.lr_schedule_start"):
         load_settings(config)
+
+
+def test_log_spaced_evaluations_are_as_many_as_linear_ones_and_crowd_the_early_steps() -> None:
+    assert evaluation_steps(100, 20) == {20, 40, 60, 80, 100}
+    log_steps = sorted(evaluation_steps(1000, 50, "log"))
+    assert log_steps[0] == 1 and log_steps[-1] == 1000 and len(log_steps) <= 20
+    assert len([s for s in log_steps if s <= 100]) > len([s for s in log_steps if s > 100])  # half the log range
+
+    async def body(run: StudentRun) -> None:
+        await run.run()
+        assert [int(h["step"]) for h in run.history] == [0, *sorted(evaluation_steps(27, 9, "log"))]
+
+    asyncio.run(_sft_run(body, steps=27, eval_every=9, eval_spacing="log"))

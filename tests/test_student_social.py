@@ -4,6 +4,7 @@ the lessons used in context and for fine-tuning."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from node.app import Node
 from node.rpc.agora.v1 import lesson_pb2, teacher_pb2
@@ -14,7 +15,10 @@ from tests.nodes import started
 from tests.students import student_run, student_settings
 from tests.teachers import teacher_settings
 
-FAST_TEACHER = {"max_new_tokens": 16, "examples_per_shard": 2}
+# Room for "X\nOutput: Y"; the guard blocks only long verbatim runs (every arithmetic rationale
+# shares 8-word runs with some private one, which would block a lesson now and then).
+FAST_TEACHER = {"max_new_tokens": 64, "examples_per_shard": 2}
+FAST_PRIVACY = {"shards": 4, "ngram_block": 48}
 
 
 def test_mean_ranks_favours_what_most_voters_rank_high() -> None:
@@ -22,12 +26,16 @@ def test_mean_ranks_favours_what_most_voters_rank_high() -> None:
     assert mean_ranks(votes) == [1 / 3, 1.0, 5 / 3]
 
 
-def _teacher(name: str) -> Node:
-    return Node(teacher_settings(node={"name": name}, teacher=FAST_TEACHER, privacy={"shards": 4}))
+def _teacher(name: str, model: Path) -> Node:
+    """A teacher of the page-trained tiny model (conftest's `page_model`), which writes usable examples."""
+    settings = teacher_settings(
+        node={"name": name}, model={"source": str(model)}, teacher=FAST_TEACHER, privacy=FAST_PRIVACY
+    )
+    return Node(settings)
 
 
-async def _learn(body: object, **student: object) -> None:
-    first, second = _teacher("teacher-a"), _teacher("teacher-b")
+async def _learn(body: object, model: Path, **student: object) -> None:
+    first, second = _teacher("teacher-a", model), _teacher("teacher-b", model)
     async with started(first, second) as addresses:
         node = Node(student_settings(addresses, algorithm="social", **student))
         async with started(node):
@@ -35,7 +43,7 @@ async def _learn(body: object, **student: object) -> None:
             await body(run)  # type: ignore[operator]
 
 
-def test_social_learning_asks_every_teacher_and_keeps_the_best_voted_examples() -> None:
+def test_social_learning_asks_every_teacher_and_keeps_the_best_voted_examples(page_model: Path) -> None:
     async def body(run: StudentRun) -> None:
         results: list[StepResult] = []
         await run.run(on_step=lambda step, total, result: results.append(result))
@@ -75,10 +83,10 @@ def test_social_learning_asks_every_teacher_and_keeps_the_best_voted_examples() 
         assert all(f"{run.ctx.task.prompt(i)}{o}" in prefix for i, o in learner.examples)
         assert all(r.loss is not None and r.kinds == ("synthetic", "synthetic") for r in results)
 
-    asyncio.run(_learn(body, steps=2, social_examples=2, social_examples_per_teacher=2, batch_size=2))
+    asyncio.run(_learn(body, page_model, steps=2, social_examples=2, social_examples_per_teacher=2, batch_size=2))
 
 
-def test_social_learning_in_context_only_trains_nothing() -> None:
+def test_social_learning_in_context_only_trains_nothing(page_model: Path) -> None:
     async def body(run: StudentRun) -> None:
         weights = [p.detach().clone() for p in run.ctx.host.model.parameters()]
         summary = await run.run()
@@ -91,6 +99,7 @@ def test_social_learning_in_context_only_trains_nothing() -> None:
     asyncio.run(
         _learn(
             body,
+            page_model,
             steps=3,
             social_use="in_context",
             social_aggregator="random",

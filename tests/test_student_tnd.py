@@ -1,7 +1,9 @@
 """TnD against a real teacher node (a tiny teacher trained from scratch and its age predictor):
-the c:r schedule, rewards as R_phi minus the reference student's A_n, whitened advantages, trials
-and demonstrations together in the PPO batch, the ablations, resume state, and `agora learn` +
-`agora tnd report` end to end."""
+the c:r schedule, rewards as the reference code gives them (R_phi for trials, the teacher's age for
+demonstrations, minus log2 n) and the departures (a reference student's A_n, R_phi-scored
+demonstrations), PPO's own optimizer beside the CLM one, whitened advantages, trials and
+demonstrations together in the PPO batch, the ablations and the double-CLM control, resume state,
+and `agora learn` + `agora tnd report` end to end."""
 
 from __future__ import annotations
 
@@ -98,10 +100,10 @@ def test_tnd_accuracy_asks_for_a_grammatical_sentence_that_continues_the_context
     assert not completes_a_sentence(task, context, "")
 
 
-def test_tnd_alternates_clm_and_interactive_steps_and_rewards_against_the_reference(
+def test_tnd_alternates_clm_and_interactive_steps_and_rewards_as_the_reference_code(
     reward: AgePredictorReport,
 ) -> None:
-    run, learner, results = asyncio.run(_learn(reward, steps=8))
+    run, learner, results = asyncio.run(_learn(reward, steps=8, tnd_teacher_steps=1024, tnd_ppo_minibatch=2))
     # c = 3 CLM steps, then r = 1 interactive step: steps 4 and 8 interact, the rest train on the corpus.
     assert [learner.is_interactive(n) for n in range(1, 9)] == [False, False, False, True] * 2
     assert [i.step for i in learner.interactions] == [4, 8]
@@ -116,18 +118,43 @@ def test_tnd_alternates_clm_and_interactive_steps_and_rewards_against_the_refere
         # Trials and demonstrations of the same 5-token prompts, both in the PPO batch.
         assert record.kinds == ["trial"] * 3 + ["demo"] * 3
         assert all(len(prompt.split()) <= 5 for prompt in record.prompts)
-        # r = R_phi(text) - A_n, A_n the predictor's mean score of the reference student's continuations.
-        texts = [f"{p} {t}".strip() for p, t in zip(record.prompts, record.trials, strict=True)]
-        texts += [f"{p} {d}".strip() for p, d in zip(record.prompts, record.demos, strict=True)]
-        assert record.scores == pytest.approx(predictor.score(texts), abs=1e-5)
-        reference = [f"{p} {c}".strip() for p, c in zip(record.prompts, record.reference_texts, strict=True)]
-        assert record.baseline == pytest.approx(sum(predictor.score(reference)) / 3, abs=1e-5)
+        # A trial's reward is R_phi(text) - log2 n; a demonstration's, log2(teacher's steps) - log2 n.
+        trials = [f"{p} {t}".strip() for p, t in zip(record.prompts, record.trials, strict=True)]
+        assert record.baseline == math.log2(record.step) and record.reference_texts == []
+        assert record.scores[:3] == pytest.approx(predictor.score(trials), abs=1e-5)
+        assert record.scores[3:] == [10.0] * 3  # log2(1024)
         assert record.rewards == pytest.approx([s - record.baseline for s in record.scores])
-        # Advantages are whitened over the response tokens of all six samples.
+        # Advantages are whitened over the response tokens of all six samples, then one epoch of
+        # minibatches of 2: three steps of PPO's optimizer.
         assert record.advantages is not None and record.mask is not None
         kept = record.advantages[record.mask > 0]
         assert abs(float(kept.mean())) < 1e-5 and abs(float(kept.std()) - 1.0) < 1e-3
-        assert record.losses is not None and math.isfinite(record.losses.total.item())
+        assert len(record.minibatch_losses) == 3
+        assert all(math.isfinite(losses.total.item()) for losses in record.minibatch_losses)
+    assert learner.reference is None  # the reference code's experiments run without --ref_reward
+    # Two optimizers over the same weights: PPO's Adam at its constant lr took 2 x 3 minibatch
+    # steps; the CLM AdamW took one step per corpus batch and one per interactive step's CLM update.
+    assert learner.ppo_optimizer is not learner.ctx.optimizer
+    assert type(learner.ppo_optimizer) is torch.optim.Adam
+    assert [g["lr"] for g in learner.ppo_optimizer.param_groups] == [2e-5]
+    weight = next(learner.ctx.host.model.parameters())
+    assert int(learner.ppo_optimizer.state[weight]["step"]) == 6
+    assert int(learner.ctx.optimizer.state[weight]["step"]) == 8
+
+
+def test_the_reference_student_and_scored_demonstrations_are_settings(reward: AgePredictorReport) -> None:
+    _, learner, _ = asyncio.run(_learn(reward, steps=4, tnd_reference=True, tnd_demo_reward="age_predictor"))
+    (record,) = learner.interactions
+    predictor = AgePredictor.load(reward.out)
+    # r = R_phi(text) - A_n for trials and demonstrations alike, A_n the predictor's mean score of
+    # the reference student's continuations of the same prompts.
+    texts = [f"{p} {t}".strip() for p, t in zip(record.prompts, record.trials, strict=True)]
+    texts += [f"{p} {d}".strip() for p, d in zip(record.prompts, record.demos, strict=True)]
+    assert record.scores == pytest.approx(predictor.score(texts), abs=1e-5)
+    reference = [f"{p} {c}".strip() for p, c in zip(record.prompts, record.reference_texts, strict=True)]
+    assert len(reference) == 3
+    assert record.baseline == pytest.approx(sum(predictor.score(reference)) / 3, abs=1e-5)
+    assert record.rewards == pytest.approx([s - record.baseline for s in record.scores])
     # The reference trained in lockstep and is a different model from the student by now.
     assert learner.reference is not None
     student_weights = next(learner.ctx.host.model.parameters())
@@ -153,16 +180,21 @@ def test_the_ablations_change_exactly_what_enters_the_interactive_step(reward: A
     (record,) = learner.interactions
     assert len(record.demos) == 3 and not any({"the", "a"} & set(demo.split()) for demo in record.demos)
 
-    # Without the reference student, A_n is log2 n.
-    _, learner, _ = asyncio.run(_learn(reward, steps=4, tnd_reference=False))
+    # The double-CLM control: trials and demonstrations, their CLM update, and no reward or PPO.
+    run, learner, results = asyncio.run(_learn(reward, steps=4, tnd_mode="double_clm"))
     (record,) = learner.interactions
-    assert record.baseline == 2.0 and learner.reference is None
+    assert record.kinds == ["trial"] * 3 + ["demo"] * 3 and len(record.demos) == 3
+    assert record.scores == [] and record.losses is None and math.isfinite(record.clm_loss)
+    assert results[-1].loss == record.clm_loss
+    assert read_rows(run.settings.node.data_dir, "SELECT COUNT(*) FROM received_lessons") == [(1,)]
+    weight = next(learner.ctx.host.model.parameters())
+    assert weight not in learner.ppo_optimizer.state and int(learner.ctx.optimizer.state[weight]["step"]) == 4
 
 
 def test_a_checkpoint_keeps_the_value_head_and_the_reference_and_a_resume_restores_them(
     reward: AgePredictorReport,
 ) -> None:
-    run, learner, _ = asyncio.run(_learn(reward, steps=4, checkpoint_every=4))
+    run, learner, _ = asyncio.run(_learn(reward, steps=4, checkpoint_every=4, tnd_reference=True))
     checkpoint = run.settings.node.data_dir / CHECKPOINT_DIR / "step-000004"
     saved = load_file(str(checkpoint / VALUE_HEAD_FILE))
     assert torch.equal(saved["summary.weight"], learner.value_head.summary.weight.detach())
@@ -174,6 +206,9 @@ def test_a_checkpoint_keeps_the_value_head_and_the_reference_and_a_resume_restor
     for mine, theirs in zip(fresh.reference.model.parameters(), learner.reference.model.parameters(), strict=True):
         assert torch.equal(mine, theirs)
     assert fresh.steps_done == 4 and fresh.trial_counts == learner.trial_counts
+    # PPO's optimizer state comes back too (its moments are its own).
+    weight = next(learner.ctx.host.model.parameters())
+    assert torch.equal(fresh.ppo_optimizer.state[weight]["exp_avg"], learner.ppo_optimizer.state[weight]["exp_avg"])
 
 
 def test_agora_learn_runs_tnd_and_agora_tnd_report_reads_its_curves(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -22,8 +23,9 @@ ARITHMETIC = get_task("arithmetic")
 
 
 @pytest.fixture(scope="module")
-def teacher() -> Iterator[tuple[Node, str]]:
-    node = Node(teacher_settings())
+def teacher(page_model: Path) -> Iterator[tuple[Node, str]]:
+    """A teacher whose model was trained on public Exemplify pages, with room to write an output."""
+    node = Node(teacher_settings(model={"source": str(page_model)}, teacher={"max_new_tokens": 64}))
     with running_node(node) as addresses:
         yield node, addresses.grpc
 
@@ -84,9 +86,9 @@ def test_exemplify_releases_voted_examples_that_copy_no_private_record(teacher: 
 
     async def scenario(student: Student, key: bytes) -> None:
         request = teacher_pb2.ExemplifyRequest(task="arithmetic", count=3, temperature=1.0)
-        lesson = (await student.call("Exemplify", request)).lesson
+        lesson = (await student.released("Exemplify", request)).lesson
         check_provenance(node, lesson, key, student, "examples")
-        assert len(lesson.examples.examples) == 3
+        assert len(lesson.examples.examples) == 3 and all(e.output for e in lesson.examples.examples)
         assert not {e.input for e in lesson.examples.examples} & private
         assert lesson.privacy.mechanism == "gnmax" and lesson.privacy.parameters["queries"] == 3
         assert ledger_status(node, lesson.lesson_id) == ["released"]

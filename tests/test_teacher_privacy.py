@@ -1,6 +1,7 @@
 """The teacher's privacy promises over gRPC: 200 concurrent requests never overspend a budget
 that fits 50 releases; hostile students never get a canary or a private 8-gram out of a model
-that memorized them (the guard blocks and counts); kill -9 during a burst loses no spend."""
+that memorized them (the guard blocks and counts), whether Exemplify and Instruct run DP or as
+Social Learning does; kill -9 during a burst loses no spend."""
 
 from __future__ import annotations
 
@@ -89,10 +90,16 @@ TOKENS = re.compile(r"\w+")
 
 def memorizing_teacher(directory: Path) -> dict[str, Any]:
     """Settings of a teacher whose model was trained (without DP) until it recites its canaries
-    and some private records: the worst case the guard has to hold against."""
+    and some private records: the worst case the guard has to hold against. The records are
+    memorized in the teacher's own few-shot page format (teacher.core.shot), so that the model
+    continues an Exemplify prompt ("Input:") with a record, "X\\nOutput: Y". max_new_tokens 300
+    leaves at most 206 of the 512 positions for a prompt, less than any word-sorting shot (over
+    220 characters, a token each): Exemplify's and Instruct's prompts are their bare suffix, and what
+    the model writes after them comes from its weights alone (the tiny model loses the format
+    after a shot it never saw)."""
     private = write_private(directory, "word_sorting", 24)
     records = [json.loads(line) for line in private.read_text().splitlines()]
-    secrets = CANARIES + [f"{r['input']}\nAnswer: {r['output']}" for r in records[:2]]
+    secrets = CANARIES + [f"Input: {r['input']}\nOutput: {r['output']}\n\n" for r in records[:2]]
     host = ModelHost.build(get_task("word_sorting"), TinySpec(layers=2, dim=64, heads=4, max_positions=512), seed=1)
     optimizer = host.make_optimizer(lr=3e-3)
     examples = [TrainingExample("", text) for text in secrets]
@@ -102,7 +109,7 @@ def memorizing_teacher(directory: Path) -> dict[str, Any]:
     (directory / "canaries.txt").write_text("\n".join(CANARIES) + "\n")
     return {
         "model": {"source": str(directory / "model")},
-        "teacher": {"tasks": ["word_sorting"], "private_data": {"word_sorting": str(private)}, "max_new_tokens": 100},
+        "teacher": {"tasks": ["word_sorting"], "private_data": {"word_sorting": str(private)}, "max_new_tokens": 300},
         "privacy": {"canaries_file": str(directory / "canaries.txt")},
         "_secrets": secrets,
         "_records": [f"{r['input']}\n{r['output']}" for r in records],
@@ -138,22 +145,27 @@ def test_hostile_requests_never_get_a_canary_or_a_private_8gram_out() -> None:
     ]
     prompts = prefixes + injections
 
-    async def attack(address: str) -> tuple[list[str], int]:
+    calls: list[tuple[str, Any]] = []
+    for temperature, seed in [(0.0, 0), (0.7, 1), (0.7, 2)]:
+        sampling = teacher_pb2.SamplingParams(max_new_tokens=100, temperature=temperature, seed=seed)
+        for prompt in prompts:  # one prompt per request: a blocked one hides no others
+            calls.append(("Demonstrate", teacher_pb2.DemonstrateRequest(
+                task="word_sorting", prompts=[prompt], sampling=sampling)))  # fmt: skip
+    sampling = teacher_pb2.SamplingParams(max_new_tokens=100)  # greedy, as long as the others
+    calls.append(("Demonstrate", teacher_pb2.DemonstrateRequest(
+        task="word_sorting", prompts=prompts * 4, sampling=sampling)))  # fmt: skip
+    for prompt in prompts:
+        calls.append(("Pose", teacher_pb2.PoseRequest(task="word_sorting", question=prompt, num_generalized=2)))
+    lessons = [
+        ("Exemplify", teacher_pb2.ExemplifyRequest(task="word_sorting", count=1)),
+        ("Instruct", teacher_pb2.InstructRequest(task="word_sorting")),
+    ]
+
+    async def attack(address: str, calls: list[tuple[str, Any]]) -> tuple[list[str], int]:
         replies, blocked = [], 0
         async with aio.insecure_channel(address) as channel:
             student = Student(channel)
             await student.hello(channel)
-            calls: list[tuple[str, Any]] = []
-            for temperature, seed in [(0.0, 0), (0.7, 1), (0.7, 2)]:
-                sampling = teacher_pb2.SamplingParams(max_new_tokens=100, temperature=temperature, seed=seed)
-                for prompt in prompts:  # one prompt per request: a blocked one hides no others
-                    calls.append(("Demonstrate", teacher_pb2.DemonstrateRequest(
-                        task="word_sorting", prompts=[prompt], sampling=sampling)))  # fmt: skip
-            calls.append(("Demonstrate", teacher_pb2.DemonstrateRequest(task="word_sorting", prompts=prompts * 4)))
-            for prompt in prompts:
-                calls.append(("Pose", teacher_pb2.PoseRequest(task="word_sorting", question=prompt, num_generalized=2)))
-            calls.append(("Exemplify", teacher_pb2.ExemplifyRequest(task="word_sorting", count=1)))
-            calls.append(("Instruct", teacher_pb2.InstructRequest(task="word_sorting")))
             for method, request in calls:
                 try:
                     reply = await student.call(method, request, timeout_s=120)
@@ -166,18 +178,36 @@ def test_hostile_requests_never_get_a_canary_or_a_private_8gram_out() -> None:
         return replies, blocked
 
     with running_node(node) as addresses:
-        replies, blocked = asyncio.run(attack(addresses.grpc))
-        counted = sum(
-            sample.value
-            for metric in node.metrics.registry.collect()
-            if metric.name == "agora_lessons_blocked"
-            for sample in metric.samples
-            if sample.name == "agora_lessons_blocked_total"
-        )
+        replies, blocked = asyncio.run(attack(addresses.grpc, calls + lessons))
+        counted = blocked_total(node)
     assert blocked > 0, "the memorizing model was never stopped: the attack did not reach a secret"
     assert counted == blocked
     for reply in replies:
         assert not leaks(reply, records), reply
+
+    # Social Learning's own Exemplify and Instruct (not DP) on the same model: the model recites
+    # records into its examples, and the guard stops every one; nothing is charged to the ledger.
+    config["teacher"].update(exemplify_method="private_prompt", instruct_method="private_prompt")
+    paper = Node(teacher_settings(**config))
+    with running_node(paper) as addresses:
+        replies, blocked = asyncio.run(attack(addresses.grpc, lessons[:1] * 3 + lessons[1:]))
+        counted = blocked_total(paper)
+        assert paper.teacher.releaser.ledger.events() == []  # type: ignore[union-attr]
+    assert blocked > 0 and counted == blocked
+    for reply in replies:
+        assert not leaks(reply, records), reply
+        assert 'mechanism: "private_prompt_not_dp"' in reply and "epsilon_charged" not in reply
+
+
+def blocked_total(node: Node) -> float:
+    """agora_lessons_blocked_total over every reason."""
+    return sum(
+        sample.value
+        for metric in node.metrics.registry.collect()
+        if metric.name == "agora_lessons_blocked"
+        for sample in metric.samples
+        if sample.name == "agora_lessons_blocked_total"
+    )
 
 
 # --- kill -9 during a burst -------------------------------------------------------------------

@@ -42,6 +42,10 @@ RDP_ORDERS: tuple[float, ...] = tuple(
 )
 
 MECHANISMS = ("gnmax", "lnmax", "dp_icl_keyword", "dp_sgd", "none")
+# Not a mechanism: what a lesson written from a prompt of private examples says (Social
+# Learning's own Instruct and Exemplify, teacher.verbal). It is never charged, and the accountant
+# refuses it, so that nothing can record it as a DP event of epsilon 0.
+NOT_DP = "private_prompt_not_dp"
 
 
 class AccountingError(ValueError):

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from node.config import NODE_NAME, AlgorithmName, ConfigError
+from node.config import NODE_NAME, AlgorithmName, ConfigError, StudentSection
 from node.tasks import TaskError, get_task
 
 SimRole = Literal["teacher", "student", "baseline"]
@@ -154,7 +154,7 @@ class SimConfig(BaseModel):
     def students(self) -> dict[str, Any]:
         if self.student_settings is not None:
             return dict(self.student_settings)
-        return dict(TND_STUDENT) if self.algorithm == "tnd" else {}
+        return demo_students(self.algorithm)
 
     def canary_text(self) -> str:
         if self.canary is not None:
@@ -176,13 +176,37 @@ class SimConfig(BaseModel):
         return sorted(nodes, key=lambda n: order[n.role])
 
 
+def demo_students(algorithm: str) -> dict[str, Any]:
+    """The student settings a simulation of `algorithm` runs with when it names none."""
+    return dict(TND_STUDENT) if algorithm == "tnd" else {}
+
+
+def parse_student_setting(text: str) -> tuple[str, Any]:
+    """`--student SETTING=VALUE`: a student.* setting and its value (read as YAML, as `--set` reads it)."""
+    name, sep, raw = text.partition("=")
+    name = name.strip().removeprefix("student.")
+    if not sep or not name:
+        raise ConfigError(f"--student {text!r}: expected SETTING=VALUE, e.g. social_use=in_context")
+    if name not in StudentSection.model_fields:
+        raise ConfigError(f"--student {text!r}: student.{name} is not a setting (`agora config schema` lists them)")
+    try:
+        value = yaml.safe_load(raw)
+        StudentSection.model_validate({name: value})
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--student {text!r}: the value is not YAML ({exc})") from None
+    except ValidationError as exc:
+        raise ConfigError(f"--student {text!r}: {exc.errors(include_url=False)[0]['msg']}") from None
+    return name, value
+
+
 def _student_names(count: int) -> list[str]:
     names = ["ada", "ben", "cyd", "dee", "eli", "fay", "gus", "hal"]
     return names[:count] if count <= len(names) else [f"student{k}" for k in range(1, count + 1)]
 
 
-def load_sim_config(path: Path | None, overrides: dict[str, Any]) -> SimConfig:
-    """sim.yaml (if any) with flag overrides on top; ConfigError with one readable message."""
+def load_sim_config(path: Path | None, overrides: dict[str, Any], student: dict[str, Any] | None = None) -> SimConfig:
+    """sim.yaml (if any) with flag overrides on top, and `student` (the --student flags) over its
+    student_settings (or the algorithm's demo defaults); ConfigError with one readable message."""
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -195,6 +219,11 @@ def load_sim_config(path: Path | None, overrides: dict[str, Any]) -> SimConfig:
             raise ConfigError(f"{path} must be a mapping of simulation settings")
         data = dict(loaded or {})
     data.update({key: value for key, value in overrides.items() if value is not None})
+    if student:
+        base = data.get("student_settings")
+        if base is None:
+            base = demo_students(str(data.get("algorithm", SimConfig.model_fields["algorithm"].default)))
+        data["student_settings"] = {**base, **student} if isinstance(base, dict) else base
     try:
         return SimConfig(**data)
     except ValidationError as exc:

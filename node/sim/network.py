@@ -44,6 +44,7 @@ class TeacherAssets:
     age_predictor: Path | None
     private_data: Path | None  # JSONL of the task's {input, output} records, canary included
     canaries_file: Path
+    train_steps: int | None = None  # the TnD teacher's training steps (its age: a demonstration's reward)
 
 
 @dataclass
@@ -185,6 +186,8 @@ class SimNetwork:
                 # a teacher that is down (killed, restarting) is waited for, not given up on
                 "teacher_wait_s": 300.0,
             }
+            if c.algorithm == "tnd" and teacher.train_steps is not None:
+                student["tnd_teacher_steps"] = teacher.train_steps
             student.update(c.students())
             if node.role == "baseline":
                 student.update(baseline_student(c.algorithm))

@@ -59,6 +59,8 @@ def node_result(node: SimulatedNode, joined_after_s: float | None, steps_planned
         return result
     if settings.student.algorithm == "tnd" and settings.student.tnd_mode == "clm_only":
         result["algorithm"] = "tnd (clm_only)"
+    if settings.student.algorithm == "social":  # which use of the lessons ran: in_context, fine_tune or both
+        result["algorithm"] = f"social ({settings.student.social_use})"
     latest = checkpoints.latest(node.data_dir / CHECKPOINT_DIR)
     history = latest.state().get("history", []) if latest is not None else []
     curve = [{"step": int(h["step"]), **_split(h)} for h in history]

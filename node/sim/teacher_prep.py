@@ -25,6 +25,7 @@ from node.sim.config import SimConfig
 from node.sim.network import TeacherAssets
 from node.tasks import get_task
 from node.tasks.word_learning import WordLearningTask
+from teacher.tnd_teacher import TEACHER_FILE
 
 STAMP = "simulate-teacher.json"
 PRIVATE_RECORDS = 200  # the teacher's private examples of a task with a generator
@@ -127,13 +128,15 @@ def prepare_teacher(config: SimConfig, out: Path, say: Say) -> tuple[TeacherAsse
             teacher, reward = str(models / "teacher"), str(models / "reward")
             train = ["tnd", "train-teacher", "--out", teacher, "--steps", str(config.teacher_steps)]
             _run([*train, "--private", str(private), "--force"], say, logs / "train-teacher.log")
+            reward_size = ["--contexts", str(config.reward_contexts), "--steps", str(config.reward_steps)]
             _run(
-                ["tnd", "train-reward", "--teacher", teacher, "--out", reward, "--force"],
+                ["tnd", "train-reward", "--teacher", teacher, "--out", reward, *reward_size, "--force"],
                 say,
                 logs / "train-reward.log",
             )
             how = f"trained by `agora tnd train-teacher` ({config.teacher_steps} steps) and `agora tnd train-reward`"
-        assets = TeacherAssets(root / "teacher" / "final", root / "reward", None, canaries_file)
+        trained = json.loads((root / "teacher" / TEACHER_FILE).read_text(encoding="utf-8"))
+        assets = TeacherAssets(root / "teacher" / "final", root / "reward", None, canaries_file, int(trained["steps"]))
     else:
         private = secrets / f"{config.task.replace(':', '_').replace('/', '_')}.jsonl"
         task = get_task(config.task)

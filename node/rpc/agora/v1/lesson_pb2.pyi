@@ -118,9 +118,14 @@ class PrivacyReport(_message.Message):
     """DP mechanism that produced the lesson from private data: "gnmax", "lnmax",
     "dp_icl_keyword", "dp_icl_embedding", "dp_sgd" (sampled from a DP-SGD-trained model),
     or "none" for lessons that never touch private data (e.g. scripted verifier critiques).
+    "private_prompt_not_dp": NOT differentially private: the teacher's model wrote the lesson
+    from a prompt of its private examples (Social Learning's own Instruct and Exemplify); only
+    the leakage guard's checks stand for it, and it charges and claims no epsilon.
     """
     epsilon_charged: _builtins.float
-    """Epsilon charged to the teacher's ledger for this lesson."""
+    """Epsilon charged to the teacher's ledger for this lesson (0 for "none" and
+    "private_prompt_not_dp": no DP charge, not a guarantee of epsilon 0).
+    """
     delta_charged: _builtins.float
     """Delta charged for this lesson."""
     epsilon_spent: _builtins.float

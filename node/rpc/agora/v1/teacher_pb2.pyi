@@ -5,7 +5,9 @@ isort:skip_file
 The Teacher service: six ways to share knowledge without sharing data.
 
 Every lesson-returning method releases its text only through the teacher's privacy layer:
-a DP mechanism charged to the teacher's ledger, then the leakage guard. Errors:
+a DP mechanism charged to the teacher's ledger (or, for Social Learning's own methods when
+the teacher is set to them, none: the lesson says "private_prompt_not_dp"), then the leakage
+guard. Errors:
 INVALID_ARGUMENT for a bad request (the message names the field), RESOURCE_EXHAUSTED when
 the privacy budget or the caller's rate limit would be exceeded, FAILED_PRECONDITION when
 the leakage guard blocked the lesson (the message gives the reason), UNAVAILABLE while the

@@ -74,15 +74,17 @@ class TeacherServicer:
 
     def Instruct(self, request, context):
         """Social Learning verbal lesson: an instruction written by the teacher's model from its
-        private examples, released through DP keyword-space aggregation.
+        private examples, released through DP keyword-space aggregation (teacher.instruct_method
+        keywords) or as written (private_prompt: not DP).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Exemplify(self, request, context):
-        """Social Learning synthetic examples in the style of the private ones, released through the
-        noisy voting aggregator; never copies.
+        """Social Learning synthetic examples in the style of the private ones, never copies: public
+        candidates picked by the noisy voting aggregator (teacher.exemplify_method vote), or
+        written by the model from a prompt of private examples (private_prompt: not DP).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

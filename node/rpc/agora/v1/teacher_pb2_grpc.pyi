@@ -5,7 +5,9 @@ isort:skip_file
 The Teacher service: six ways to share knowledge without sharing data.
 
 Every lesson-returning method releases its text only through the teacher's privacy layer:
-a DP mechanism charged to the teacher's ledger, then the leakage guard. Errors:
+a DP mechanism charged to the teacher's ledger (or, for Social Learning's own methods when
+the teacher is set to them, none: the lesson says "private_prompt_not_dp"), then the leakage
+guard. Errors:
 INVALID_ARGUMENT for a bad request (the message names the field), RESOURCE_EXHAUSTED when
 the privacy budget or the caller's rate limit would be exceeded, FAILED_PRECONDITION when
 the leakage guard blocked the lesson (the message gives the reason), UNAVAILABLE while the
@@ -45,11 +47,13 @@ class TeacherStub:
     def __new__(cls, channel: _aio.Channel) -> TeacherAsyncStub: ...
     Instruct: _grpc.UnaryUnaryMultiCallable[_teacher_pb2.InstructRequest, _teacher_pb2.LessonReply]
     """Social Learning verbal lesson: an instruction written by the teacher's model from its
-    private examples, released through DP keyword-space aggregation.
+    private examples, released through DP keyword-space aggregation (teacher.instruct_method
+    keywords) or as written (private_prompt: not DP).
     """
     Exemplify: _grpc.UnaryUnaryMultiCallable[_teacher_pb2.ExemplifyRequest, _teacher_pb2.LessonReply]
-    """Social Learning synthetic examples in the style of the private ones, released through the
-    noisy voting aggregator; never copies.
+    """Social Learning synthetic examples in the style of the private ones, never copies: public
+    candidates picked by the noisy voting aggregator (teacher.exemplify_method vote), or
+    written by the model from a prompt of private examples (private_prompt: not DP).
     """
     Demonstrate: _grpc.UnaryUnaryMultiCallable[_teacher_pb2.DemonstrateRequest, _teacher_pb2.LessonReply]
     """TnD: the teacher's continuations of a batch of student prompts."""
@@ -67,11 +71,13 @@ class TeacherAsyncStub(TeacherStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Instruct: _aio.UnaryUnaryMultiCallable[_teacher_pb2.InstructRequest, _teacher_pb2.LessonReply]  # type: ignore[assignment]
     """Social Learning verbal lesson: an instruction written by the teacher's model from its
-    private examples, released through DP keyword-space aggregation.
+    private examples, released through DP keyword-space aggregation (teacher.instruct_method
+    keywords) or as written (private_prompt: not DP).
     """
     Exemplify: _aio.UnaryUnaryMultiCallable[_teacher_pb2.ExemplifyRequest, _teacher_pb2.LessonReply]  # type: ignore[assignment]
-    """Social Learning synthetic examples in the style of the private ones, released through the
-    noisy voting aggregator; never copies.
+    """Social Learning synthetic examples in the style of the private ones, never copies: public
+    candidates picked by the noisy voting aggregator (teacher.exemplify_method vote), or
+    written by the model from a prompt of private examples (private_prompt: not DP).
     """
     Demonstrate: _aio.UnaryUnaryMultiCallable[_teacher_pb2.DemonstrateRequest, _teacher_pb2.LessonReply]  # type: ignore[assignment]
     """TnD: the teacher's continuations of a batch of student prompts."""
@@ -92,7 +98,8 @@ class TeacherServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_teacher_pb2.LessonReply, _abc.Awaitable[_teacher_pb2.LessonReply]]:
         """Social Learning verbal lesson: an instruction written by the teacher's model from its
-        private examples, released through DP keyword-space aggregation.
+        private examples, released through DP keyword-space aggregation (teacher.instruct_method
+        keywords) or as written (private_prompt: not DP).
         """
 
     @_abc_1.abstractmethod
@@ -101,8 +108,9 @@ class TeacherServicer(metaclass=_abc_1.ABCMeta):
         request: _teacher_pb2.ExemplifyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_teacher_pb2.LessonReply, _abc.Awaitable[_teacher_pb2.LessonReply]]:
-        """Social Learning synthetic examples in the style of the private ones, released through the
-        noisy voting aggregator; never copies.
+        """Social Learning synthetic examples in the style of the private ones, never copies: public
+        candidates picked by the noisy voting aggregator (teacher.exemplify_method vote), or
+        written by the model from a prompt of private examples (private_prompt: not DP).
         """
 
     @_abc_1.abstractmethod
