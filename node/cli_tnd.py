@@ -45,6 +45,13 @@ def add_commands(commands: Any) -> None:
     teacher.add_argument("--batch-size", type=int, default=32, help="sentences per step (default 32)")
     teacher.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
     teacher.add_argument("--corpus", type=int, default=20_000, metavar="N", help="training sentences (default 20000)")
+    teacher.add_argument(
+        "--sentences-per-text",
+        type=int,
+        default=1,
+        metavar="N",
+        help="sentences per training text, so that the teacher goes on past one utterance (default 1)",
+    )
     teacher.add_argument("--layers", type=int, default=4, help="transformer layers (default 4)")
     teacher.add_argument("--dim", type=int, default=128, help="hidden size (default 128)")
     teacher.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
@@ -160,6 +167,7 @@ def _train_teacher(args: argparse.Namespace) -> int:
     from teacher.tnd_teacher import CHECKPOINTS_DIR, FINAL_DIR, TEACHER_FILE, TeacherTrainConfig, train_teacher
 
     _positive(steps=args.steps, batch_size=args.batch_size, lr=args.lr, corpus=args.corpus)
+    _positive(sentences_per_text=args.sentences_per_text)
     private = _private_sentences(args.private)
     try:
         spec = TinySpec("llama", args.layers, args.dim, args.heads)
@@ -169,6 +177,7 @@ def _train_teacher(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             lr=args.lr,
             corpus=args.corpus,
+            sentences_per_text=args.sentences_per_text,
             spec=spec,
             device=args.device,
             dtype=args.dtype,

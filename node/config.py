@@ -468,6 +468,15 @@ class StudentSection(Section):
         description="TnD: sentences of the corpus the student owns, drawn from again and again "
         "(0 = a fresh batch from the generator at every step: unlimited data).",
     )
+    tnd_sentences_per_text: int = Field(
+        1,
+        ge=1,
+        le=32,
+        description="TnD: sentences per corpus text (prompts are cut from a text's start, so with more than one a "
+        "continuation goes on past the first utterance, as the reference's ~117-token texts do); tnd_corpus still "
+        "counts sentences. Pair it with a teacher trained on such texts (`agora tnd train-teacher "
+        "--sentences-per-text`).",
+    )
     tnd_clm_steps: int = Field(3, ge=1, le=1000, description="TnD: CLM steps before each interactive phase (c).")
     tnd_interactive_steps: int = Field(1, ge=1, le=1000, description="TnD: interactive steps per phase (r).")
     tnd_prompt_tokens: int = Field(5, ge=1, le=64, description="TnD: prompt length, in tokens cut from batch texts.")

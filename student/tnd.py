@@ -143,14 +143,16 @@ class TnDLearner(Learner):
         return (step - 1) % phase >= s.tnd_clm_steps
 
     def corpus_batch(self, step: int) -> list[str]:
-        """The step's batch of child-directed sentences: fresh (or, with `tnd_corpus`, drawn from the
-        student's own few sentences), and the same again after a resume. The own sentences do not
-        depend on the seed, so students that differ in seed own the same data."""
+        """The step's batch of child-directed texts (`tnd_sentences_per_text` sentences each): fresh
+        (or, with `tnd_corpus`, drawn from the student's own few), and the same again after a
+        resume. The own texts do not depend on the seed, so students that differ in seed own the
+        same data."""
         s = self.ctx.settings
+        k = s.tnd_sentences_per_text
         if not s.tnd_corpus:
-            return self.task.sentences(s.batch_size, seed=s.seed * 1_000_003 + step)
+            return self.task.texts(s.batch_size, s.seed * 1_000_003 + step, k)
         if self.own_corpus is None:
-            self.own_corpus = self.task.sentences(s.tnd_corpus, seed=OWN_CORPUS_SEED)
+            self.own_corpus = self.task.texts(max(1, s.tnd_corpus // k), OWN_CORPUS_SEED, k)
         return random.Random(s.seed * 1_000_003 + step).choices(self.own_corpus, k=s.batch_size)
 
     async def step(self, step: int) -> StepResult:

@@ -59,6 +59,7 @@ class TeacherTrainConfig:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     corpus: int = 20_000  # sentences drawn from the word-learning generator (train split)
+    sentences_per_text: int = 1  # sentences per training text (the students' tnd_sentences_per_text)
     held_out: int = 128  # held-out sentences (seen split) whose loss is measured at every checkpoint
     spec: TinySpec = DEFAULT_SPEC  # the new model's shape (Llama family)
     device: str = "auto"  # auto, cpu, cuda, cuda:N or mps
@@ -70,7 +71,7 @@ class TeacherTrainConfig:
     private_repeats: int = 20
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "corpus", "held_out"):
+        for name in ("steps", "batch_size", "corpus", "held_out", "sentences_per_text"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
@@ -180,9 +181,10 @@ def train_teacher(
     _clear(out, overwrite)
     task = WordLearningTask()
     host = ModelHost.build(task, config.spec, resolve_placement(config.device, config.dtype), seed=config.seed)
-    pool = [clm_example(s) for s in task.sentences(config.corpus, config.seed)]
+    k = config.sentences_per_text
+    pool = [clm_example(text) for text in task.texts(max(1, config.corpus // k), config.seed, k)]
     pool += [clm_example(s) for s in config.private for _ in range(config.private_repeats)]
-    held_out = [clm_example(s) for s in task.sentences(config.held_out, config.seed, split="seen")]
+    held_out = [clm_example(text) for text in task.texts(config.held_out, config.seed, k, split="seen")]
     keep = set(checkpoint_schedule(config.steps))
     schedule = LRSchedule(
         config.lr,

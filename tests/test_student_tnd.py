@@ -26,7 +26,15 @@ from node.tasks.word_learning import WordLearningTask
 from student.build import CHECKPOINT_DIR
 from student.learner import StepResult
 from student.loop import StudentRun
-from student.tnd import RUN_DIR, SURPRISAL_FILE, VALUE_HEAD_FILE, Interaction, TnDLearner, completes_a_sentence
+from student.tnd import (
+    OWN_CORPUS_SEED,
+    RUN_DIR,
+    SURPRISAL_FILE,
+    VALUE_HEAD_FILE,
+    Interaction,
+    TnDLearner,
+    completes_a_sentence,
+)
 from teacher.age_predictor import AgePredictor, AgePredictorConfig, AgePredictorReport, train_age_predictor
 from teacher.tnd_teacher import TeacherTrainConfig, train_teacher
 from tests.nodes import started
@@ -189,6 +197,17 @@ def test_the_ablations_change_exactly_what_enters_the_interactive_step(reward: A
     assert read_rows(run.settings.node.data_dir, "SELECT COUNT(*) FROM received_lessons") == [(1,)]
     weight = next(learner.ctx.host.model.parameters())
     assert weight not in learner.ppo_optimizer.state and int(learner.ctx.optimizer.state[weight]["step"]) == 4
+
+
+def test_multi_sentence_texts_give_prompts_whose_continuations_go_past_one_utterance(
+    reward: AgePredictorReport,
+) -> None:
+    _, learner, _ = asyncio.run(_learn(reward, steps=4, tnd_corpus=12, tnd_sentences_per_text=3))
+    assert learner.own_corpus == WordLearningTask().texts(4, OWN_CORPUS_SEED, 3)  # 12 sentences, 3 a text
+    (record,) = learner.interactions
+    texts = learner.corpus_batch(4)
+    assert all(text in learner.own_corpus for text in texts)
+    assert record.prompts == learner.prompts_of(texts)
 
 
 def test_a_checkpoint_keeps_the_value_head_and_the_reference_and_a_resume_restores_them(

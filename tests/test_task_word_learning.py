@@ -258,3 +258,13 @@ def test_running_out_of_held_out_contexts_is_an_error(monkeypatch: pytest.Monkey
     monkeypatch.setattr("node.tasks.word_learning.held_out", lambda question: False)
     with pytest.raises(TaskError, match="Could not draw 1 seen items"):
         TASK.generate("seen", 1)
+
+
+def test_texts_join_consecutive_sentences_and_one_per_text_is_the_sentence_corpus() -> None:
+    task = WordLearningTask()
+    assert task.texts(5, seed=3) == task.sentences(5, seed=3)
+    texts = task.texts(4, seed=3, sentences_per_text=3)
+    assert texts == [" ".join(task.sentences(12, seed=3)[i * 3 : (i + 1) * 3]) for i in range(4)]
+    assert all(sum(word in {".", "!", "?"} for word in text.split()) == 3 for text in texts)
+    with pytest.raises(TaskError, match="at least one sentence"):
+        task.texts(2, sentences_per_text=0)

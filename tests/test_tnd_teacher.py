@@ -8,6 +8,7 @@ import asyncio
 import json
 import math
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from node.app import Node
 from node.cli import main
 from node.config import ConfigError
 from node.llm import ModelHost, TinySpec, resolve_placement
+from node.llm.sampling import SamplingParams
 from node.llm.training import IGNORE, clm_example, encode_batch
 from node.rpc.agora.v1 import teacher_pb2
 from node.tasks.word_learning import WordLearningTask
@@ -59,6 +61,19 @@ def teacher_run(tmp_path_factory: pytest.TempPathFactory) -> TeacherTrainReport:
 @pytest.fixture(scope="module")
 def reward(teacher_run: TeacherTrainReport) -> AgePredictorReport:
     return train_age_predictor(teacher_run.out, teacher_run.out.parent / "reward", REWARD)
+
+
+def test_a_teacher_trained_on_multi_sentence_texts_goes_on_past_the_first_end_mark(tmp_path: Path) -> None:
+    config = TeacherTrainConfig(
+        steps=150, batch_size=16, lr=1e-2, spec=TinySpec(layers=1, dim=32, heads=2), corpus=600, device="cpu"
+    )
+    with pytest.raises(ValueError, match="sentences_per_text"):
+        replace(config, sentences_per_text=0)
+    report = train_teacher(tmp_path / "t", replace(config, sentences_per_text=4))
+    host = ModelHost.load(report.final, resolve_placement("cpu", "float32"))
+    outputs = host.generate_sync(["look at"] * 8, [SamplingParams(max_new_tokens=24, seed=i) for i in range(8)])
+    ends = [sum(word in {".", "!", "?"} for word in output.text.split()) for output in outputs]
+    assert sum(ends) / len(ends) >= 1.5  # it learned that an utterance is followed by another
 
 
 def test_checkpoint_schedule_is_2_4_6_8_times_powers_of_ten_and_the_last_step() -> None:
@@ -224,6 +239,7 @@ def test_the_cli_trains_a_teacher_and_its_reward(tmp_path: Path, capsys: pytest.
     ("argv", "words"),
     [
         (["train-teacher", "--out", "{tmp}/t", "--steps", "0"], "--steps must be positive"),
+        (["train-teacher", "--out", "{tmp}/t", "--sentences-per-text", "0"], "--sentences-per-text must be positive"),
         (["train-teacher", "--out", "{tmp}/t", "--dim", "30", "--heads", "4"], "heads (4) must divide dim (30)"),
         (["train-teacher", "--out", "{tmp}/t", "--device", "tpu"], "unknown device 'tpu'"),
         (["train-reward", "--teacher", "{tmp}", "--out", "{tmp}/r"], "holds no teacher checkpoints"),

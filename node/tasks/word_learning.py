@@ -165,6 +165,15 @@ class WordLearningTask(Task):
                 out.append(sentence)
         return out
 
+    def texts(self, n: int, seed: int = 0, sentences_per_text: int = 1, split: Split = "train") -> list[str]:
+        """n corpus texts, each `sentences_per_text` consecutive sentences of `sentences` joined by a
+        space: child-directed speech that goes on past one utterance, as TnD's corpus texts do."""
+        if sentences_per_text < 1:
+            raise TaskError(f"A text needs at least one sentence (got {sentences_per_text}).")
+        drawn = self.sentences(n * sentences_per_text, seed, split)
+        k = sentences_per_text
+        return [" ".join(drawn[i * k : (i + 1) * k]) for i in range(n)]
+
     def word_frequencies(self, seed: int = 0) -> dict[str, float]:
         """Each word's expected share of the tokens of the train corpus made with this seed (sums to 1)."""
         counts = dict.fromkeys(VOCABULARY, 0.0)
