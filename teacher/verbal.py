@@ -179,8 +179,7 @@ async def exemplify(core: TeacherCore, request: teacher_pb2.ExemplifyRequest, re
         picked.append(remaining.pop(core.vote.argmax(votes, core.rng)))
 
     # 4. Best first: perplexity under the public prompt (post-processing).
-    public_scores = await core.host.score([public_prompt] * len(picked), [texts[i] for i in picked])
-    ranked = [pool[i] for _, i in sorted(zip((-s.mean for s in public_scores), picked, strict=True))]
+    ranked = await _best_first(core, public_prompt, [pool[i] for i in picked])
     examples = lesson_pb2.ExampleSet(examples=ranked)
     return Draft(
         request.task, examples, [f"{e.input}\n{e.output}" for e in ranked], charge.mechanism, dict(charge.parameters)

@@ -15,6 +15,7 @@ import grpc
 from google.protobuf.message import Message
 from grpc import aio
 
+from node.app import Node
 from node.config import Settings
 from node.llm.host import ModelHost
 from node.llm.loading import TinySpec
@@ -144,3 +145,14 @@ class Student(SignedCaller):
                 if not again or attempt == tries:
                     raise
         raise AssertionError("unreachable: the last try returns or raises")
+
+
+def blocked_total(node: Node) -> float:
+    """agora_lessons_blocked_total over every reason."""
+    return sum(
+        sample.value
+        for metric in node.metrics.registry.collect()
+        if metric.name == "agora_lessons_blocked"
+        for sample in metric.samples
+        if sample.name == "agora_lessons_blocked_total"
+    )

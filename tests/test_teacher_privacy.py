@@ -28,7 +28,7 @@ from node.rpc.agora.v1 import teacher_pb2
 from node.store import Store
 from node.tasks import get_task
 from tests.nodes import running_node
-from tests.teachers import Student, lookup_task, teacher_settings, write_private
+from tests.teachers import Student, blocked_total, lookup_task, teacher_settings, write_private
 
 SIGMA, SHARDS = 40.0, 8
 
@@ -197,17 +197,6 @@ def test_hostile_requests_never_get_a_canary_or_a_private_8gram_out() -> None:
     for reply in replies:
         assert not leaks(reply, records), reply
         assert 'mechanism: "private_prompt_not_dp"' in reply and "epsilon_charged" not in reply
-
-
-def blocked_total(node: Node) -> float:
-    """agora_lessons_blocked_total over every reason."""
-    return sum(
-        sample.value
-        for metric in node.metrics.registry.collect()
-        if metric.name == "agora_lessons_blocked"
-        for sample in metric.samples
-        if sample.name == "agora_lessons_blocked_total"
-    )
 
 
 # --- kill -9 during a burst -------------------------------------------------------------------

@@ -29,7 +29,7 @@ from node.tasks.base import Example
 from teacher.core import shot
 from teacher.verbal import _parse
 from tests.nodes import running_node
-from tests.teachers import Student, teacher_settings
+from tests.teachers import Student, blocked_total, teacher_settings
 
 ARITHMETIC = get_task("arithmetic")
 SHOTS = 3  # teacher.examples_per_shard (n_gen) of these teachers
@@ -211,17 +211,6 @@ def test_vote_exemplify_samples_from_a_public_prompt_and_charges_its_vote(page_m
         assert {(e.charge.mechanism, e.status) for e in refused} <= {("gnmax", "blocked"), ("gnmax", "failed")}
         assert (event.charge.mechanism, event.status, event.lesson_id) == ("gnmax", "released", lesson.lesson_id)
         assert event.epsilon == pytest.approx(report.epsilon_charged)
-
-
-def blocked_total(node: Node) -> float:
-    """agora_lessons_blocked_total over every reason."""
-    return sum(
-        sample.value
-        for metric in node.metrics.registry.collect()
-        if metric.name == "agora_lessons_blocked"
-        for sample in metric.samples
-        if sample.name == "agora_lessons_blocked_total"
-    )
 
 
 def test_proposals_with_an_empty_output_are_dropped_by_both_methods(page_model: Path) -> None:
